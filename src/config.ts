@@ -1,0 +1,210 @@
+import { createPublicKey, randomBytes } from 'node:crypto'
+import { ConfigError } from './errors.js'
+
+export type JwtAlgorithm =
+  | 'HS256'
+  | 'HS384'
+  | 'HS512'
+  | 'RS256'
+  | 'RS384'
+  | 'RS512'
+  | 'ES256'
+  | 'ES384'
+  | 'EdDSA'
+
+const SYMMETRIC: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512']
+const ASYMMETRIC: readonly JwtAlgorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'EdDSA']
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+const MIN_SECRET_BYTES = 32
+
+export interface JwtConfig {
+  /** HMAC secret (HS*); exclusive with `publicKey`. */
+  readonly secret?: string
+  /** PEM public key (RS*, ES*, EdDSA); exclusive with `secret`. */
+  readonly publicKey?: string
+  readonly algorithms: readonly JwtAlgorithm[]
+  readonly issuer?: string
+  readonly audience?: string
+  /** True when the secret was generated at start because none was configured (development only). */
+  readonly ephemeral: boolean
+}
+
+export interface Config {
+  readonly port: number
+  readonly host: string
+  readonly logLevel: (typeof LOG_LEVELS)[number]
+  readonly production: boolean
+  /** Allowed browser origins; `['*']` allows any origin without credentials. */
+  readonly corsOrigins: readonly string[]
+  readonly trustProxy: boolean
+  readonly jwt: JwtConfig
+  readonly allowAnonymous: boolean
+  readonly heartbeatIntervalMs: number
+  readonly clientRetryMs: number
+  readonly cleanupIntervalMs: number
+  readonly maxConnections: number
+  readonly maxConnectionsPerUser: number
+  readonly maxAnonymousPerIp: number
+  readonly maxPayloadBytes: number
+  readonly maxBufferedBytes: number
+  readonly shutdownTimeoutMs: number
+  readonly historySize: number
+  readonly historyTtlMs: number
+  readonly maxConnectionLifetimeMs: number
+}
+
+type Env = Record<string, string | undefined>
+
+/** Whether a variable is set to something other than blank. */
+function present(env: Env, name: string): string | undefined {
+  const value = env[name]
+  return value === undefined || value.trim() === '' ? undefined : value
+}
+
+function int(env: Env, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = present(env, name)
+  if (raw === undefined) return fallback
+  if (!/^\s*\d+\s*$/.test(raw)) throw new ConfigError(name, `expected a whole number, got "${raw}"`)
+  const value = Number(raw)
+  if (value < min || value > max)
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`)
+  return value
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = present(env, name)?.trim().toLowerCase()
+  if (raw === undefined) return fallback
+  if (['true', '1', 'yes', 'on'].includes(raw)) return true
+  if (['false', '0', 'no', 'off'].includes(raw)) return false
+  throw new ConfigError(name, `expected true or false, got "${raw}"`)
+}
+
+function list(env: Env, name: string): string[] | undefined {
+  const raw = present(env, name)
+  if (raw === undefined) return undefined
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+}
+
+function loadJwt(env: Env, production: boolean): JwtConfig {
+  const rawSecret = env.JWT_SECRET
+  const rawKey = present(env, 'JWT_PUBLIC_KEY')
+  const issuer = present(env, 'JWT_ISSUER')?.trim()
+  const audience = present(env, 'JWT_AUDIENCE')?.trim()
+  const requested = list(env, 'JWT_ALGORITHMS')
+  for (const alg of requested ?? []) {
+    if (![...SYMMETRIC, ...ASYMMETRIC].includes(alg as JwtAlgorithm)) {
+      throw new ConfigError('JWT_ALGORITHMS', `unsupported algorithm "${alg}" (none is never allowed)`)
+    }
+  }
+  const hasSecret = rawSecret !== undefined && rawSecret !== ''
+  if (hasSecret && rawKey !== undefined) {
+    throw new ConfigError('JWT_SECRET', 'set either JWT_SECRET or JWT_PUBLIC_KEY, not both')
+  }
+  const extra = { ...(issuer ? { issuer } : {}), ...(audience ? { audience } : {}) }
+
+  if (hasSecret) {
+    if (rawSecret !== rawSecret.trim()) {
+      throw new ConfigError('JWT_SECRET', 'has leading or trailing white space; remove it')
+    }
+    if (Buffer.byteLength(rawSecret, 'utf8') < MIN_SECRET_BYTES) {
+      throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_BYTES} bytes long`)
+    }
+    const algorithms = (requested ?? ['HS256']) as JwtAlgorithm[]
+    const wrong = algorithms.find((a) => !SYMMETRIC.includes(a))
+    if (wrong) throw new ConfigError('JWT_ALGORITHMS', `${wrong} needs JWT_PUBLIC_KEY, not JWT_SECRET`)
+    return Object.freeze({
+      secret: rawSecret,
+      algorithms: Object.freeze(algorithms),
+      ephemeral: false,
+      ...extra,
+    })
+  }
+
+  if (rawKey !== undefined) {
+    // Environment files often carry PEM newlines as the two characters "\n".
+    const pem = rawKey.includes('\\n') ? rawKey.replace(/\\n/g, '\n') : rawKey
+    let keyType: string | undefined
+    try {
+      keyType = createPublicKey(pem).asymmetricKeyType
+    } catch {
+      throw new ConfigError('JWT_PUBLIC_KEY', 'is not a PEM public key')
+    }
+    const fallback: JwtAlgorithm | undefined =
+      keyType === 'rsa' ? 'RS256' : keyType === 'ec' ? 'ES256' : keyType === 'ed25519' ? 'EdDSA' : undefined
+    if (fallback === undefined) throw new ConfigError('JWT_PUBLIC_KEY', `unsupported key type ${keyType}`)
+    const algorithms = (requested ?? [fallback]) as JwtAlgorithm[]
+    const wrong = algorithms.find((a) => !ASYMMETRIC.includes(a))
+    if (wrong)
+      throw new ConfigError(
+        'JWT_ALGORITHMS',
+        `${wrong} needs JWT_SECRET; a public key allows only ${fallback}`,
+      )
+    return Object.freeze({
+      publicKey: pem,
+      algorithms: Object.freeze(algorithms),
+      ephemeral: false,
+      ...extra,
+    })
+  }
+
+  if (production) {
+    throw new ConfigError('JWT_SECRET', 'JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
+  }
+  return Object.freeze({
+    secret: randomBytes(48).toString('base64url'),
+    algorithms: Object.freeze(['HS256'] as JwtAlgorithm[]),
+    ephemeral: true,
+    ...extra,
+  })
+}
+
+/** Reads and validates the environment once. A bad value throws a ConfigError naming the variable. */
+export function loadConfig(env: Env = {}): Config {
+  const production = env.NODE_ENV === 'production'
+  const logLevel = (present(env, 'LOG_LEVEL')?.trim() ?? 'info') as Config['logLevel']
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
+
+  const corsOrigins = list(env, 'CORS_ORIGINS') ?? (production ? undefined : ['*'])
+  if (corsOrigins === undefined || corsOrigins.length === 0) {
+    throw new ConfigError(
+      'CORS_ORIGINS',
+      'is required when NODE_ENV=production (a comma-separated list of origins)',
+    )
+  }
+  for (const origin of corsOrigins) {
+    if (origin === '*') continue
+    if (origin === 'null' || !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError('CORS_ORIGINS', `"${origin}" is not an origin like https://app.example.com`)
+    }
+  }
+  if (corsOrigins.includes('*') && corsOrigins.length > 1) {
+    throw new ConfigError('CORS_ORIGINS', '"*" cannot be combined with other origins')
+  }
+
+  return Object.freeze({
+    port: int(env, 'PORT', 3000, 0, 65535),
+    host: present(env, 'HOST')?.trim() ?? '0.0.0.0',
+    logLevel,
+    production,
+    corsOrigins: Object.freeze(corsOrigins),
+    trustProxy: bool(env, 'TRUST_PROXY', false),
+    jwt: loadJwt(env, production),
+    allowAnonymous: bool(env, 'ALLOW_ANONYMOUS', true),
+    heartbeatIntervalMs: int(env, 'HEARTBEAT_INTERVAL_MS', 15_000, 0),
+    clientRetryMs: int(env, 'CLIENT_RETRY_MS', 3_000, 0),
+    cleanupIntervalMs: int(env, 'CLEANUP_INTERVAL_MS', 30_000, 0),
+    maxConnections: int(env, 'MAX_CONNECTIONS', 50_000, 1),
+    maxConnectionsPerUser: int(env, 'MAX_CONNECTIONS_PER_USER', 10, 1),
+    maxAnonymousPerIp: int(env, 'MAX_ANONYMOUS_PER_IP', 100, 1),
+    maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 65_536, 64),
+    maxBufferedBytes: int(env, 'MAX_BUFFERED_BYTES', 1_048_576, 1024),
+    shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0),
+    historySize: int(env, 'HISTORY_SIZE', 10_000, 0),
+    historyTtlMs: int(env, 'HISTORY_TTL_MS', 300_000, 0),
+    maxConnectionLifetimeMs: int(env, 'MAX_CONNECTION_LIFETIME_MS', 0, 0),
+  })
+}

@@ -1,0 +1,66 @@
+import createError from '@fastify/error'
+
+/**
+ * Every error the service answers with, in one table: the key is the code, each
+ * carries its HTTP status. Responses have Fastify's shape
+ * `{ statusCode, error, message, code }`.
+ */
+export const errors = {
+  SSE_ERR_TOKEN_REQUIRED: createError('SSE_ERR_TOKEN_REQUIRED', 'A bearer token is required: %s', 401),
+  SSE_ERR_INVALID_TOKEN: createError('SSE_ERR_INVALID_TOKEN', 'The token is invalid: %s', 401),
+  SSE_ERR_MISSING_SCOPE: createError('SSE_ERR_MISSING_SCOPE', 'The token lacks the scope %s', 403),
+  SSE_ERR_USER_MISMATCH: createError(
+    'SSE_ERR_USER_MISMATCH',
+    'userId must equal the subject of the token; a stream can only be opened for yourself',
+    403,
+  ),
+  SSE_ERR_TOO_MANY_CONNECTIONS: createError(
+    'SSE_ERR_TOO_MANY_CONNECTIONS',
+    'The server holds its maximum of %d connections; retry later',
+    503,
+  ),
+  SSE_ERR_USER_CONNECTION_LIMIT: createError(
+    'SSE_ERR_USER_CONNECTION_LIMIT',
+    'This user already has the maximum of %d open connections',
+    429,
+  ),
+  SSE_ERR_IP_CONNECTION_LIMIT: createError(
+    'SSE_ERR_IP_CONNECTION_LIMIT',
+    'This address already has the maximum of %d anonymous connections',
+    429,
+  ),
+  SSE_ERR_SHUTTING_DOWN: createError(
+    'SSE_ERR_SHUTTING_DOWN',
+    'The server is shutting down; retry shortly',
+    503,
+  ),
+  SSE_ERR_RESERVED_EVENT: createError(
+    'SSE_ERR_RESERVED_EVENT',
+    'The event name "%s" is reserved (connected, heartbeat and disconnected are sent by the service)',
+    400,
+  ),
+  SSE_ERR_INVALID_EVENT_NAME: createError(
+    'SSE_ERR_INVALID_EVENT_NAME',
+    'Event names are 1 to 64 letters, digits and _ - . : /',
+    400,
+  ),
+  SSE_ERR_INVALID_TARGET: createError(
+    'SSE_ERR_INVALID_TARGET',
+    'Give exactly one target: "broadcast": true, or non-empty "userIds" and/or "clientIds"',
+    400,
+  ),
+  SSE_ERR_NOT_FOUND: createError('SSE_ERR_NOT_FOUND', 'Route %s not found', 404),
+  SSE_ERR_INTERNAL: createError('SSE_ERR_INTERNAL', 'Internal server error', 500),
+} as const
+
+export type ErrorCode = keyof typeof errors
+
+/** A configuration value that stops startup; the message names the variable. */
+export class ConfigError extends Error {
+  readonly variable: string
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}

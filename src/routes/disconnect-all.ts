@@ -1,0 +1,25 @@
+import type { FastifyPluginAsync } from 'fastify'
+import { Type } from 'typebox'
+import { SCOPES } from '../plugins/auth.js'
+import { errorResponses } from '../schemas.js'
+
+/** Ends every stream with `event: disconnected`, behind `sse:admin`. */
+export const disconnectAllRoutes: FastifyPluginAsync = async (app) => {
+  app.post(
+    '/api/sse/disconnect-all',
+    {
+      onRequest: app.requireScope(SCOPES.admin),
+      schema: {
+        tags: ['admin'],
+        summary: 'End every stream with event: disconnected (reason server_disconnect)',
+        security: [{ bearerAuth: [] }],
+        response: { 200: Type.Object({ disconnected: Type.Integer() }), ...errorResponses(401, 403) },
+      },
+    },
+    async (request) => {
+      const disconnected = app.sse.disconnectAll('server_disconnect')
+      request.log.info({ disconnected }, 'disconnected every stream')
+      return { disconnected }
+    },
+  )
+}

@@ -1,0 +1,37 @@
+import type { FastifyPluginAsync } from 'fastify'
+import { Type } from 'typebox'
+import { SCOPES } from '../plugins/auth.js'
+import { errorResponses } from '../schemas.js'
+
+export const StatsResponse = Type.Object({
+  totalConnections: Type.Integer(),
+  authenticatedConnections: Type.Integer(),
+  anonymousConnections: Type.Integer(),
+  uniqueUsers: Type.Integer(),
+  users: Type.Array(Type.Object({ userId: Type.String(), connections: Type.Integer() }), {
+    description: 'The 100 users with the most connections',
+  }),
+  eventsPublished: Type.Integer(),
+  eventsDelivered: Type.Integer(),
+  slowClientsDisconnected: Type.Integer(),
+  uptimeSeconds: Type.Integer(),
+  instanceId: Type.String(),
+  startedAt: Type.String({ format: 'date-time' }),
+})
+
+/** Connection and delivery statistics, behind `sse:admin`. */
+export const statsRoutes: FastifyPluginAsync = async (app) => {
+  app.get(
+    '/api/sse/stats',
+    {
+      onRequest: app.requireScope(SCOPES.admin),
+      schema: {
+        tags: ['admin'],
+        summary: 'Connection and delivery statistics',
+        security: [{ bearerAuth: [] }],
+        response: { 200: StatsResponse, ...errorResponses(401, 403) },
+      },
+    },
+    async () => app.sse.stats(),
+  )
+}

@@ -1,0 +1,116 @@
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { FastifyPluginAsync } from 'fastify'
+import { Type } from 'typebox'
+import type { Config } from '../config.js'
+import { errors } from '../errors.js'
+import { errorResponses } from '../schemas.js'
+
+const StreamQuery = Type.Object(
+  {
+    token: Type.Optional(
+      Type.String({ description: 'A JWT, for browsers whose EventSource cannot send headers' }),
+    ),
+    userId: Type.Optional(
+      Type.String({
+        maxLength: 256,
+        description: 'An assertion: must equal the token subject, or the answer is 403',
+      }),
+    ),
+    lastEventId: Type.Optional(
+      Type.String({ description: 'Resume after this event id (the Last-Event-ID header takes precedence)' }),
+    ),
+  },
+  { additionalProperties: true },
+)
+
+const STREAM_DESCRIPTION = `A server-sent events stream (text/event-stream). The first bytes are a \`retry:\` hint
+and \`event: connected\` with \`{clientId, userId, anonymous, timestamp, lastEventId, recovered, replayed}\`.
+Then: published events (named by their publisher, data is JSON, each with an \`id:\`),
+\`event: heartbeat\` with \`{timestamp}\` every HEARTBEAT_INTERVAL_MS, and finally
+\`event: disconnected\` with \`{reason, message, timestamp}\` when the server ends the stream
+(reasons: server_disconnect, server_shutdown, lifetime, token_expired).`
+
+/** Headers of every stream; CORS headers set by hooks are merged in, since the reply is hijacked. */
+const STREAM_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  'x-accel-buffering': 'no',
+  connection: 'keep-alive',
+} as const
+
+export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { config }) => {
+  app.get(
+    '/api/sse',
+    {
+      schema: {
+        tags: ['stream'],
+        summary: 'Open an event stream',
+        description: STREAM_DESCRIPTION,
+        querystring: StreamQuery,
+        headers: Type.Object(
+          { 'last-event-id': Type.Optional(Type.String()) },
+          { additionalProperties: true },
+        ),
+        response: {
+          200: {
+            description: STREAM_DESCRIPTION,
+            content: { 'text/event-stream': { schema: { type: 'string' } } },
+          },
+          ...errorResponses(401, 403, 429, 503),
+        },
+      },
+      onRequest: async (request) => {
+        app.authenticate(request, { allowQueryToken: true })
+      },
+    },
+    async (request, reply) => {
+      const manager = app.sse
+      if (manager.closing) throw new errors.SSE_ERR_SHUTTING_DOWN()
+      const auth = request.auth
+      const { userId } = request.query as { userId?: string }
+      if (auth === null) {
+        if (userId !== undefined) {
+          throw new errors.SSE_ERR_TOKEN_REQUIRED(
+            'userId can only be used with a token whose subject it matches',
+          )
+        }
+        if (!config.allowAnonymous) throw new errors.SSE_ERR_TOKEN_REQUIRED('anonymous streams are disabled')
+      } else if (userId !== undefined && userId !== auth.userId) {
+        throw new errors.SSE_ERR_USER_MISMATCH()
+      }
+      if (manager.size >= config.maxConnections)
+        throw new errors.SSE_ERR_TOO_MANY_CONNECTIONS(config.maxConnections)
+      if (auth !== null && manager.userConnectionCount(auth.userId) >= config.maxConnectionsPerUser) {
+        throw new errors.SSE_ERR_USER_CONNECTION_LIMIT(config.maxConnectionsPerUser)
+      }
+      if (auth === null && manager.anonymousConnectionCount(request.ip) >= config.maxAnonymousPerIp) {
+        throw new errors.SSE_ERR_IP_CONNECTION_LIMIT(config.maxAnonymousPerIp)
+      }
+
+      const header = request.headers['last-event-id']
+      const lastEventId =
+        (typeof header === 'string' ? header : undefined) ??
+        (request.query as { lastEventId?: string }).lastEventId
+
+      reply.hijack()
+      const res = reply.raw
+      const socket = request.raw.socket
+      socket.setNoDelay(true)
+      // Finds peers that vanished without a FIN even when nothing is being written.
+      socket.setKeepAlive(true, 30_000)
+      const headers: OutgoingHttpHeaders = {
+        ...(reply.getHeaders() as OutgoingHttpHeaders),
+        ...STREAM_HEADERS,
+      }
+      res.writeHead(200, headers)
+      manager.connect(res, {
+        userId: auth?.userId ?? null,
+        ip: request.ip,
+        scopes: auth?.scopes ?? [],
+        tokenExpiresAt: auth?.expiresAt,
+        lastEventId: lastEventId ?? null,
+      })
+      return reply
+    },
+  )
+}

@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto'
+import type { StoredEvent } from './history.js'
+
+/**
+ * The part of a writable HTTP response the core needs. Node's `ServerResponse`
+ * satisfies it; tests use small fakes. Keeping it this narrow keeps the core
+ * free of any framework.
+ */
+export interface SseSink {
+  write(chunk: Buffer): boolean
+  end(): void
+  destroy(): void
+  readonly writableLength: number
+  readonly writableEnded: boolean
+  readonly destroyed: boolean
+  once(event: 'close', listener: () => void): unknown
+  once(event: 'error', listener: (err: Error) => void): unknown
+}
+
+/** Why a connection ended; each maps to a metric label and a log line. */
+export type DisconnectReason =
+  | 'client'
+  | 'slow'
+  | 'lifetime'
+  | 'token_expired'
+  | 'server_disconnect'
+  | 'server_shutdown'
+  | 'error'
+
+export interface SseClientInit {
+  userId: string | null
+  /** The peer address; kept for anonymous clients only (per-IP limits). */
+  ip?: string | null
+  /** Epoch ms after which the connection is closed (lifetime or token expiry), 0 for never. */
+  expiresAt?: number
+  /** Which deadline `expiresAt` is. */
+  expiryReason?: 'lifetime' | 'token_expired'
+  /** Any extra facts about the connection (token scopes, ...) the service wants to keep. */
+  scopes?: readonly string[]
+  now?: number
+}
+
+/**
+ * One open event stream. Frames are queued and written by the manager once per
+ * turn of the event loop, so a burst becomes one socket write. Idle clients hold
+ * no timers, no closures and no payload copies.
+ */
+export class SseClient {
+  readonly id: string
+  readonly userId: string | null
+  readonly ip: string | null
+  readonly connectedAt: number
+  readonly scopes: readonly string[]
+  expiresAt: number
+  expiryReason: 'lifetime' | 'token_expired'
+  eventsSent = 0
+  bytesSent = 0
+  readonly sink: SseSink
+  /** Live events held back while a replay is being fetched; null otherwise. */
+  held: StoredEvent[] | null = null
+  #pending: Buffer | Buffer[] | null = null
+  #pendingBytes = 0
+  #pendingEvents = 0
+  #closed = false
+
+  constructor(sink: SseSink, init: SseClientInit) {
+    this.id = randomUUID()
+    this.sink = sink
+    this.userId = init.userId
+    this.ip = init.userId === null ? (init.ip ?? null) : null
+    this.connectedAt = init.now ?? Date.now()
+    this.expiresAt = init.expiresAt ?? 0
+    this.expiryReason = init.expiryReason ?? 'lifetime'
+    this.scopes = init.scopes ?? []
+  }
+
+  get anonymous(): boolean {
+    return this.userId === null
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Bytes accepted but not yet on the wire: queued here plus buffered by the socket. */
+  get bufferedBytes(): number {
+    return this.#pendingBytes + (this.#closed ? 0 : this.sink.writableLength)
+  }
+
+  get hasPending(): boolean {
+    return this.#pending !== null
+  }
+
+  /**
+   * Queues a frame. Returns true when the queue was empty, so that the caller
+   * schedules exactly one flush for this client.
+   */
+  write(frame: Buffer, events = 1): boolean {
+    if (this.#closed) return false
+    this.#pendingBytes += frame.length
+    this.#pendingEvents += events
+    const pending = this.#pending
+    if (pending === null) {
+      this.#pending = frame
+      return true
+    }
+    if (Array.isArray(pending)) pending.push(frame)
+    else this.#pending = [pending, frame]
+    return false
+  }
+
+  /** Writes everything queued in one socket write. Returns false when the socket refused more. */
+  flush(): boolean {
+    const pending = this.#pending
+    if (pending === null || this.#closed) return true
+    const bytes = this.#pendingBytes
+    const chunk = Array.isArray(pending) ? Buffer.concat(pending, bytes) : pending
+    this.#pending = null
+    this.#pendingBytes = 0
+    this.eventsSent += this.#pendingEvents
+    this.#pendingEvents = 0
+    this.bytesSent += bytes
+    if (this.sink.destroyed) return false
+    return this.sink.write(chunk)
+  }
+
+  /** Marks the client closed and drops its queue; returns false when it already was. */
+  markClosed(): boolean {
+    if (this.#closed) return false
+    this.#closed = true
+    this.#pending = null
+    this.#pendingBytes = 0
+    this.#pendingEvents = 0
+    return true
+  }
+}

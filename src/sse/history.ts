@@ -1,0 +1,121 @@
+import { compareEventIds } from './event-id.js'
+import type { EventTarget } from './target.js'
+
+/** A published event as kept for replay: its encoded frame and whom it was for. */
+export interface StoredEvent {
+  readonly id: string
+  readonly event: string
+  readonly frame: Buffer
+  readonly target: EventTarget
+  readonly publishedAt: number
+}
+
+export interface ReplayWindow {
+  /** True when every event after the requested id is still known. */
+  readonly recovered: boolean
+  /** The events after the requested id, oldest first, for every target (the caller filters). */
+  readonly events: readonly StoredEvent[]
+}
+
+/**
+ * Recent events, for clients that reconnect with `Last-Event-ID`. A backend may answer
+ * synchronously (memory) or asynchronously (a shared store); the manager handles both.
+ */
+export interface EventHistory {
+  append(event: StoredEvent): void
+  since(lastEventId: string): ReplayWindow | Promise<ReplayWindow>
+  latestId(): string | null
+  readonly size: number
+}
+
+export interface MemoryHistoryOptions {
+  /** The most events kept. 0 keeps none. */
+  maxEvents: number
+  /** How long an event is kept, in milliseconds. 0 keeps events until pushed out by count. */
+  ttlMs: number
+  now?: () => number
+}
+
+const UNKNOWN: ReplayWindow = Object.freeze({ recovered: false, events: [] })
+const NOTHING_MISSED: ReplayWindow = Object.freeze({ recovered: true, events: [] })
+
+/** A ring buffer bounded by count and age. */
+export class MemoryHistory implements EventHistory {
+  readonly #ring: (StoredEvent | undefined)[]
+  readonly #capacity: number
+  readonly #ttlMs: number
+  readonly #now: () => number
+  #head = 0
+  #count = 0
+  /** The newest id that was pushed out: a client holding it has missed nothing that is lost. */
+  #lastEvictedId: string | null = null
+
+  constructor(options: MemoryHistoryOptions) {
+    this.#capacity = Math.max(0, Math.floor(options.maxEvents))
+    this.#ring = new Array(this.#capacity)
+    this.#ttlMs = options.ttlMs
+    this.#now = options.now ?? Date.now
+  }
+
+  get size(): number {
+    this.#expire()
+    return this.#count
+  }
+
+  append(event: StoredEvent): void {
+    if (this.#capacity === 0) {
+      this.#lastEvictedId = event.id
+      return
+    }
+    if (this.#count === this.#capacity) this.#evictOldest()
+    this.#ring[(this.#head + this.#count) % this.#capacity] = event
+    this.#count++
+    this.#expire()
+  }
+
+  latestId(): string | null {
+    if (this.#count === 0) return this.#lastEvictedId
+    return this.#at(this.#count - 1).id
+  }
+
+  since(lastEventId: string): ReplayWindow {
+    this.#expire()
+    if (this.#count === 0) return lastEventId === this.#lastEvictedId ? NOTHING_MISSED : UNKNOWN
+    if (lastEventId === this.#lastEvictedId) return { recovered: true, events: this.#slice(0) }
+    // Binary search: ids in the ring are strictly increasing.
+    let lo = 0
+    let hi = this.#count - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const cmp = compareEventIds(this.#at(mid).id, lastEventId)
+      if (cmp === 0)
+        return mid === this.#count - 1 ? NOTHING_MISSED : { recovered: true, events: this.#slice(mid + 1) }
+      if (cmp < 0) lo = mid + 1
+      else hi = mid - 1
+    }
+    return UNKNOWN
+  }
+
+  #at(index: number): StoredEvent {
+    return this.#ring[(this.#head + index) % this.#capacity] as StoredEvent
+  }
+
+  #slice(from: number): StoredEvent[] {
+    const out = new Array<StoredEvent>(this.#count - from)
+    for (let i = from; i < this.#count; i++) out[i - from] = this.#at(i)
+    return out
+  }
+
+  #evictOldest(): void {
+    this.#lastEvictedId = this.#at(0).id
+    this.#ring[this.#head] = undefined
+    this.#head = (this.#head + 1) % this.#capacity
+    this.#count--
+  }
+
+  #expire(): void {
+    if (this.#ttlMs <= 0) return
+    const cutoff = this.#now() - this.#ttlMs
+    while (this.#count > 0 && this.#at(0).publishedAt < cutoff) this.#evictOldest()
+  }
+}

@@ -1,0 +1,243 @@
+import { Writable } from 'node:stream'
+import { createParser, type EventSourceMessage } from 'eventsource-parser'
+import { createSigner } from 'fast-jwt'
+import type { FastifyInstance } from 'fastify'
+import pino from 'pino'
+import { request } from 'undici'
+import { buildApp } from '../src/app.js'
+import { type Config, loadConfig } from '../src/config.js'
+
+export const SECRET = 'test-secret-0123456789-abcdefghijklmnop'
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export function testConfig(overrides: Partial<Config> = {}, env: Record<string, string> = {}): Config {
+  const base = loadConfig({ NODE_ENV: 'test', JWT_SECRET: SECRET, LOG_LEVEL: 'silent', ...env })
+  return Object.freeze({ ...base, ...overrides })
+}
+
+/** Captures every log line the app writes, for assertions on logs. */
+export function memoryLogger(level = 'info'): { logger: pino.Logger; lines: string[] } {
+  const lines: string[] = []
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk))
+      cb()
+    },
+  })
+  return { logger: pino({ level }, stream), lines }
+}
+
+export interface TokenOptions {
+  scopes?: string[]
+  expiresInMs?: number
+  secret?: string
+  algorithm?: 'HS256' | 'HS384' | 'HS512'
+  claims?: Record<string, unknown>
+  noExp?: boolean
+}
+
+export function mint(sub: string | undefined, options: TokenOptions = {}): string {
+  const sign = createSigner({
+    key: options.secret ?? SECRET,
+    algorithm: options.algorithm ?? 'HS256',
+    ...(options.noExp ? {} : { expiresIn: options.expiresInMs ?? 3_600_000 }),
+  })
+  const payload: Record<string, unknown> = { ...options.claims }
+  if (sub !== undefined) payload.sub = sub
+  if (options.scopes !== undefined) payload.scope = options.scopes.join(' ')
+  return sign(payload)
+}
+
+export const PUBLISHER = () => mint('publisher-service', { scopes: ['sse:publish'] })
+export const ADMIN = () => mint('operator', { scopes: ['sse:admin'] })
+
+export async function build(t: Teardown, overrides: Partial<Config> = {}, logger?: pino.Logger) {
+  const app = await buildApp(testConfig(overrides), logger ? { loggerInstance: logger } : {})
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+export interface Served {
+  app: FastifyInstance
+  url: string
+}
+
+/** A real listening server on an ephemeral port. */
+export async function serve(
+  t: Teardown,
+  overrides: Partial<Config> = {},
+  logger?: pino.Logger,
+): Promise<Served> {
+  const app = await build(t, overrides, logger)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  return { app, url: `http://127.0.0.1:${address.port}` }
+}
+
+export interface ParsedEvent {
+  event: string
+  id: string | undefined
+  data: string
+  json: unknown
+}
+
+export interface Stream {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  events: ParsedEvent[]
+  /** Raw text received so far. */
+  text: string
+  ended: boolean
+  /** Resolves with the first event (from the start) that satisfies `predicate`. */
+  waitFor(predicate: (e: ParsedEvent) => boolean, timeoutMs?: number): Promise<ParsedEvent>
+  /** Resolves once `count` events named `event` arrived. */
+  waitForCount(event: string, count: number, timeoutMs?: number): Promise<ParsedEvent[]>
+  waitForEnd(timeoutMs?: number): Promise<void>
+  named(event: string): ParsedEvent[]
+  /** JSON body when the answer was not a stream. */
+  body: unknown
+  close(): void
+}
+
+export interface OpenOptions {
+  token?: string
+  query?: Record<string, string>
+  headers?: Record<string, string>
+}
+
+/** Opens a stream with undici and parses it with a spec-compliant parser. */
+export async function openStream(url: string, options: OpenOptions = {}): Promise<Stream> {
+  const controller = new AbortController()
+  const qs = new URLSearchParams(options.query ?? {}).toString()
+  const headers: Record<string, string> = { accept: 'text/event-stream', ...options.headers }
+  if (options.token) headers.authorization = `Bearer ${options.token}`
+  const res = await request(`${url}/api/sse${qs ? `?${qs}` : ''}`, { headers, signal: controller.signal })
+  const listeners = new Set<() => void>()
+  const notify = () => {
+    for (const l of listeners) l()
+  }
+  const stream: Stream = {
+    status: res.statusCode,
+    headers: res.headers,
+    events: [],
+    text: '',
+    ended: false,
+    body: undefined,
+    named: (event) => stream.events.filter((e) => e.event === event),
+    waitFor(predicate, timeoutMs = 5000) {
+      return waitUntil(() => stream.events.find(predicate), timeoutMs, 'event')
+    },
+    waitForCount(event, count, timeoutMs = 5000) {
+      return waitUntil(
+        () => {
+          const found = stream.named(event)
+          return found.length >= count ? found : undefined
+        },
+        timeoutMs,
+        `${count} ${event} events`,
+      )
+    },
+    waitForEnd(timeoutMs = 5000) {
+      return waitUntil(() => (stream.ended ? true : undefined), timeoutMs, 'end').then(() => undefined)
+    },
+    close() {
+      controller.abort()
+    },
+  }
+  function waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const now = check()
+      if (now !== undefined) return resolve(now)
+      const timer = setTimeout(() => {
+        listeners.delete(listener)
+        reject(
+          new Error(
+            `timed out waiting for ${what}; got ${JSON.stringify(stream.events.map((e) => e.event))}`,
+          ),
+        )
+      }, timeoutMs)
+      const listener = () => {
+        const value = check()
+        if (value !== undefined) {
+          clearTimeout(timer)
+          listeners.delete(listener)
+          resolve(value)
+        }
+      }
+      listeners.add(listener)
+    })
+  }
+  if (res.statusCode !== 200) {
+    stream.body = await res.body.json().catch(() => undefined)
+    stream.ended = true
+    return stream
+  }
+  const parser = createParser({
+    onEvent(message: EventSourceMessage) {
+      let json: unknown
+      try {
+        json = JSON.parse(message.data)
+      } catch {
+        json = undefined
+      }
+      stream.events.push({ event: message.event ?? 'message', id: message.id, data: message.data, json })
+      notify()
+    },
+  })
+  ;(async () => {
+    try {
+      for await (const chunk of res.body) {
+        const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8')
+        stream.text += text
+        parser.feed(text)
+      }
+    } catch {
+      // aborted or reset: the stream is over either way
+    }
+    stream.ended = true
+    notify()
+  })()
+  return stream
+}
+
+export async function post(url: string, path: string, body: unknown, token?: string) {
+  const res = await request(`${url}${path}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  const text = await res.body.text()
+  return { status: res.statusCode, body: text ? JSON.parse(text) : undefined, headers: res.headers }
+}
+
+export async function get(url: string, path: string, token?: string) {
+  const res = await request(`${url}${path}`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  })
+  const text = await res.body.text()
+  let body: unknown = text
+  try {
+    body = JSON.parse(text)
+  } catch {}
+  return { status: res.statusCode, body, headers: res.headers }
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Polls `check` until it holds; for state that changes asynchronously (stats after a disconnect). */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 20) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await sleep(stepMs)
+  }
+  return false
+}
