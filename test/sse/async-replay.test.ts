@@ -1,0 +1,125 @@
+import { EventEmitter } from 'node:events'
+import { createParser } from 'eventsource-parser'
+import t from 'tap'
+import {
+  type EventHistory,
+  MemoryHistory,
+  type ReplayWindow,
+  type StoredEvent,
+} from '../../src/sse/history.js'
+import { SseManager } from '../../src/sse/manager.js'
+
+class FakeSink extends EventEmitter {
+  chunks: Buffer[] = []
+  writableLength = 0
+  writableEnded = false
+  destroyed = false
+  write(chunk: Buffer) {
+    this.chunks.push(chunk)
+    return true
+  }
+  end() {
+    this.writableEnded = true
+  }
+  destroy() {
+    this.destroyed = true
+  }
+  events() {
+    const out: { event: string; id: string | undefined; data: string }[] = []
+    const parser = createParser({
+      onEvent: (e) => out.push({ event: e.event ?? 'message', id: e.id, data: e.data }),
+    })
+    parser.feed(Buffer.concat(this.chunks).toString('utf8'))
+    return out
+  }
+}
+
+/** A history that answers later, like a shared store does. */
+class SlowHistory implements EventHistory {
+  readonly inner = new MemoryHistory({ maxEvents: 100, ttlMs: 0 })
+  release: (() => void) | undefined
+  append(event: StoredEvent) {
+    this.inner.append(event)
+  }
+  latestId() {
+    return this.inner.latestId()
+  }
+  get size() {
+    return this.inner.size
+  }
+  since(id: string): Promise<ReplayWindow> {
+    const window = this.inner.since(id)
+    return new Promise((resolve) => {
+      this.release = () => resolve(window)
+    })
+  }
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+t.test(
+  'events published while an asynchronous replay is pending are written after it, once each',
+  async (t) => {
+    const history = new SlowHistory()
+    const manager = new SseManager({
+      heartbeatIntervalMs: 0,
+      cleanupIntervalMs: 0,
+      retryMs: 1000,
+      maxBufferedBytes: 1 << 20,
+      history,
+    })
+    t.teardown(() => manager.close())
+    const first = manager.broadcast('e', 0).id
+    const missed = manager.broadcast('e', 1).id
+    const sink = new FakeSink()
+    manager.connect(sink, { userId: 'u', lastEventId: first })
+    // Published while the replay is being fetched: held, not written yet.
+    const during = manager.broadcast('e', 2).id
+    await tick()
+    t.equal(sink.chunks.length, 0, 'nothing is written before the connected event')
+    history.release?.()
+    await tick()
+    await tick()
+    const events = sink.events()
+    t.same(
+      events.map((e) => e.event),
+      ['connected', 'e', 'e'],
+    )
+    t.same(
+      events.slice(1).map((e) => e.id),
+      [missed, during],
+    )
+    t.match(JSON.parse(events[0]?.data ?? '{}'), { recovered: true, replayed: 1 })
+    const after = manager.broadcast('e', 3).id
+    await tick()
+    t.same(
+      sink.events().map((e) => e.id),
+      [undefined, missed, during, after],
+      'the connected event carries no id when events were replayed; then each event once',
+    )
+  },
+)
+
+t.test(
+  'a client that leaves during an asynchronous replay is released, and nothing is written to it',
+  async (t) => {
+    const history = new SlowHistory()
+    const manager = new SseManager({
+      heartbeatIntervalMs: 0,
+      cleanupIntervalMs: 0,
+      retryMs: 1000,
+      maxBufferedBytes: 1 << 20,
+      history,
+    })
+    t.teardown(() => manager.close())
+    const first = manager.broadcast('e', 0).id
+    const sink = new FakeSink()
+    manager.connect(sink, { userId: 'u', lastEventId: first })
+    t.equal(manager.size, 1)
+    sink.emit('close')
+    t.equal(manager.size, 0)
+    history.release?.()
+    await tick()
+    t.equal(sink.chunks.length, 0)
+  },
+)
