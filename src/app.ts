@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
 import cors from '@fastify/cors'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
 import type { Config } from './config.js'
 import { errors } from './errors.js'
+import { createLogger, redactUrl } from './logger.js'
 import { authPlugin } from './plugins/auth.js'
 import { ssePlugin } from './plugins/sse.js'
 import { disconnectAllRoutes } from './routes/disconnect-all.js'
@@ -15,47 +17,9 @@ import { ErrorResponse } from './schemas.js'
 
 export interface BuildOptions {
   /** A pino logger to use (tests pass one writing to memory); otherwise one is made from the config. */
-  loggerInstance?: FastifyServerOptions['loggerInstance']
+  loggerInstance?: Logger
   /** Pretty, human-friendly logs (development). */
   prettyLogs?: boolean
-}
-
-/** Removes the `token` query parameter from a URL, for logs. */
-export function redactUrl(url: string): string {
-  const q = url.indexOf('?')
-  if (q === -1 || !url.includes('token', q)) return url
-  const params = new URLSearchParams(url.slice(q + 1))
-  if (!params.has('token')) return url
-  params.set('token', '[REDACTED]')
-  return `${url.slice(0, q)}?${params.toString()}`
-}
-
-interface RawRequest {
-  method?: string
-  url?: string
-  headers?: Record<string, unknown>
-  socket?: { remoteAddress?: string; remotePort?: number }
-  ip?: string
-}
-
-function loggerOptions(config: Config, pretty: boolean): FastifyServerOptions['logger'] {
-  return {
-    level: config.logLevel,
-    redact: {
-      paths: ['req.headers.authorization', 'headers.authorization', '*.token'],
-      censor: '[REDACTED]',
-    },
-    serializers: {
-      req(req: RawRequest) {
-        return {
-          method: req.method,
-          url: redactUrl(req.url ?? ''),
-          remoteAddress: req.ip ?? req.socket?.remoteAddress,
-        }
-      },
-    },
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
-  }
 }
 
 function corsOptions(config: Config) {
@@ -79,9 +43,10 @@ function corsOptions(config: Config) {
 /** Builds the service from a config object. Tests call this; `server.ts` adds env and listening. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    ...(options.loggerInstance
-      ? { loggerInstance: options.loggerInstance }
-      : { logger: loggerOptions(config, options.prettyLogs ?? false) }),
+    loggerInstance: createLogger(config, {
+      base: options.loggerInstance,
+      pretty: options.prettyLogs ?? false,
+    }),
     trustProxy: config.trustProxy,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),

@@ -42,7 +42,7 @@ declare module 'fastify' {
 }
 
 const MAX_SUBJECT_LENGTH = 256
-const BEARER = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/
+const BEARER = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*)$/i
 
 interface Claims {
   sub?: unknown
@@ -87,7 +87,12 @@ export const authPlugin = fp<{ jwt: JwtConfig }>(
     }
     await app.register(fastifyJwt, {
       secret: jwt.secret ?? { public: jwt.publicKey as string },
-      verify: { algorithms: [...jwt.algorithms], requiredClaims: ['exp', 'sub'], ...common },
+      verify: {
+        algorithms: [...jwt.algorithms],
+        // The verifier checks iss/aud only when present: configured ones must also be required.
+        requiredClaims: ['exp', 'sub', ...(jwt.issuer ? ['iss'] : []), ...(jwt.audience ? ['aud'] : [])],
+        ...common,
+      },
       sign: {
         algorithm: jwt.algorithms[0],
         ...(jwt.issuer ? { iss: jwt.issuer } : {}),
