@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
 import cors from '@fastify/cors'
+import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from './config.js'
@@ -56,6 +57,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addSchema(ErrorResponse)
 
   // An empty JSON body (curl -X POST -H 'content-type: application/json') is "no body", not an error.
+  // The API speaks JSON only: any other body is 415.
+  app.removeContentTypeParser('text/plain')
   const defaultJson = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '') done(null, undefined)
@@ -95,6 +98,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   })
 
   await app.register(cors, corsOptions(config))
+  // Per-IP limits, applied by the routes that opt in (publish and stream connects).
+  await app.register(rateLimit, {
+    global: false,
+    timeWindow: config.rateLimitWindowMs,
+    errorResponseBuilder: (_request, context) => new errors.SSE_ERR_RATE_LIMITED(context.after),
+  })
   await app.register(authPlugin, { jwt: config.jwt })
   await app.register(ssePlugin, { config })
 

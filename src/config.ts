@@ -51,6 +51,14 @@ export interface Config {
   readonly historySize: number
   readonly historyTtlMs: number
   readonly maxConnectionLifetimeMs: number
+  /** How deeply published `data` may nest (arrays and objects). */
+  readonly maxDataDepth: number
+  /** Rate-limit window; each limit below counts requests per client IP within it. */
+  readonly rateLimitWindowMs: number
+  /** POST /api/sse requests per IP per window (0 = off). */
+  readonly rateLimitPublish: number
+  /** GET /api/sse connection attempts per IP per window (0 = off). */
+  readonly rateLimitConnect: number
 }
 
 type Env = Record<string, string | undefined>
@@ -206,5 +214,9 @@ export function loadConfig(env: Env = {}): Config {
     historySize: int(env, 'HISTORY_SIZE', 10_000, 0),
     historyTtlMs: int(env, 'HISTORY_TTL_MS', 300_000, 0),
     maxConnectionLifetimeMs: int(env, 'MAX_CONNECTION_LIFETIME_MS', 0, 0),
+    maxDataDepth: int(env, 'MAX_DATA_DEPTH', 32, 1, 1000),
+    rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1000),
+    rateLimitPublish: int(env, 'RATE_LIMIT_PUBLISH', 60_000, 0),
+    rateLimitConnect: int(env, 'RATE_LIMIT_CONNECT', 600, 0),
   })
 }

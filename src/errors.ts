@@ -49,6 +49,12 @@ export const errors = {
     'Give exactly one target: "broadcast": true, or non-empty "userIds" and/or "clientIds"',
     400,
   ),
+  SSE_ERR_DATA_TOO_DEEP: createError('SSE_ERR_DATA_TOO_DEEP', 'data nests deeper than %d levels', 400),
+  SSE_ERR_RATE_LIMITED: createError(
+    'SSE_ERR_RATE_LIMITED',
+    'Too many requests from this address; retry in %s',
+    429,
+  ),
   SSE_ERR_NOT_FOUND: createError('SSE_ERR_NOT_FOUND', 'Route %s not found', 404),
   SSE_ERR_INTERNAL: createError('SSE_ERR_INTERNAL', 'Internal server error', 500),
 } as const

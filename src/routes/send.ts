@@ -37,6 +37,20 @@ export const SendResult = Type.Object({
   delivered: Type.Integer({ description: 'How many connections of this instance it was written to' }),
 })
 
+/** Whether `value` nests arrays/objects deeper than `max`; iterative, so hostile input cannot overflow the stack. */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]]
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop() as [unknown, number]
+    if (current === null || typeof current !== 'object') continue
+    if (depth + 1 > max) return true
+    for (const child of Object.values(current)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1])
+    }
+  }
+  return false
+}
+
 /** Turns a validated body into one target, or refuses an ambiguous one. */
 export function targetOf(body: SendBody): EventTarget {
   const users = body.userIds ?? []
@@ -57,6 +71,7 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
     '/api/sse',
     {
       bodyLimit: config.maxPayloadBytes,
+      config: config.rateLimitPublish > 0 ? { rateLimit: { max: config.rateLimitPublish } } : {},
       onRequest: app.requireScope(SCOPES.publish),
       schema: {
         tags: ['publish'],
@@ -70,6 +85,8 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
       const body = request.body as SendBody
       if (isReservedEvent(body.event)) throw new errors.SSE_ERR_RESERVED_EVENT(body.event)
       const target = targetOf(body)
+      if (nestsDeeperThan(body.data, config.maxDataDepth))
+        throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
       const result = app.sse.publish(body.event, body.data, target)
       return reply.code(202).send(result)
     },

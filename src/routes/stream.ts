@@ -42,6 +42,7 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
   app.get(
     '/api/sse',
     {
+      config: config.rateLimitConnect > 0 ? { rateLimit: { max: config.rateLimitConnect } } : {},
       schema: {
         tags: ['stream'],
         summary: 'Open an event stream',
