@@ -104,13 +104,19 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
         ...STREAM_HEADERS,
       }
       res.writeHead(200, headers)
-      manager.connect(res, {
-        userId: auth?.userId ?? null,
-        ip: request.ip,
-        scopes: auth?.scopes ?? [],
-        tokenExpiresAt: auth?.expiresAt,
-        lastEventId: lastEventId ?? null,
-      })
+      try {
+        manager.connect(res, {
+          userId: auth?.userId ?? null,
+          ip: request.ip,
+          scopes: auth?.scopes ?? [],
+          tokenExpiresAt: auth?.expiresAt,
+          lastEventId: lastEventId ?? null,
+        })
+      } catch (err) {
+        // The reply is hijacked: Fastify can no longer answer, so end the stream here.
+        request.log.error({ err }, 'could not start the stream')
+        res.destroy()
+      }
       return reply
     },
   )

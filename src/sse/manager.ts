@@ -451,7 +451,8 @@ export class SseManager {
       const last = window.events[window.events.length - 1]
       if (last !== undefined) lastReplayed = last.id
     }
-    const latest = lastReplayed ?? this.latestEventId() ?? requestedId
+    // A client-sent id is echoed only when well formed: it came from outside.
+    const latest = lastReplayed ?? this.latestEventId() ?? (isValidEventId(requestedId) ? requestedId : null)
     const info: ConnectInfo = {
       lastEventId: latest,
       recovered: window?.recovered ?? false,

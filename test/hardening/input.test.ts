@@ -131,6 +131,13 @@ t.test('hostile and broken input gets its documented answer; others keep receivi
   t.match((await big.waitFor((e) => e.event === 'connected')).json, { recovered: false, replayed: 0 })
   big.close()
 
+  // An id with line breaks in the query string, on an empty history, is not echoed into the stream.
+  const { url: fresh } = await serve(t)
+  const injected = await openStream(fresh, { query: { lastEventId: '1-1\nevent: admin\ndata: x' } })
+  t.match((await injected.waitFor((e) => e.event === 'connected')).json, { recovered: false, lastEventId: null })
+  t.equal(injected.named('admin').length, 0)
+  injected.close()
+
   // HTTP/1.0: no chunked encoding, events still arrive.
   const old = raw(url, ['GET /api/sse HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n'], { ms: 1000 })
   await sleep(200)
