@@ -4,8 +4,25 @@ import type { Config } from './config.js'
 /** Removes the `token` query parameter from a URL, for logs. */
 export function redactUrl(url: string): string {
   const q = url.indexOf('?')
-  if (q === -1 || !url.includes('token', q)) return url
-  return url.slice(0, q) + url.slice(q).replace(/([?&]token=)[^&#]*/gi, '$1[REDACTED]')
+  if (q === -1) return url
+  const parts = url.slice(q + 1).split('&')
+  let changed = false
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] as string
+    const eq = part.indexOf('=')
+    const rawKey = eq === -1 ? part : part.slice(0, eq)
+    let key = rawKey
+    try {
+      key = decodeURIComponent(rawKey.replace(/\+/g, ' '))
+    } catch {
+      // an undecodable key is compared as it is
+    }
+    if (key.trim().toLowerCase() === 'token') {
+      parts[i] = `${rawKey}=[REDACTED]`
+      changed = true
+    }
+  }
+  return changed ? `${url.slice(0, q)}?${parts.join('&')}` : url
 }
 
 interface RawRequest {

@@ -241,3 +241,63 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
   }
   return false
 }
+
+// --- Added for the issue 2 test suite (append-only) ---
+
+type Asserts = Pick<import('tap').Test, 'equal' | 'same' | 'match'>
+
+/** Asserts an error answer: the status, the code, and Fastify's exact shape `{statusCode, error, message, code}`. */
+export function expectError(
+  t: Asserts,
+  res: { status: number; body: unknown; headers?: Record<string, unknown> },
+  status: number,
+  code: string,
+  message?: RegExp,
+): void {
+  t.equal(res.status, status, `status ${status}`)
+  const body = (res.body ?? {}) as Record<string, unknown>
+  t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'], 'error shape')
+  t.equal(body.statusCode, status, 'statusCode in the body')
+  t.equal(body.code, code, `code ${code}`)
+  t.match(body.error, /^[A-Z][A-Za-z ]+$/, 'error is the status text')
+  t.match(body.message, /\S/, 'a message')
+  if (message) t.match(body.message, message)
+  if (res.headers) t.match(res.headers['content-type'], /^application\/json/, 'a JSON answer')
+}
+
+/** Sends any bytes with any headers (for 413/415/invalid JSON). */
+export async function postRaw(
+  url: string,
+  path: string,
+  body: string | Buffer,
+  headers: Record<string, string> = {},
+) {
+  const res = await request(`${url}${path}`, { method: 'POST', headers, body })
+  const text = await res.body.text()
+  let parsed: unknown = text
+  try {
+    parsed = JSON.parse(text)
+  } catch {}
+  return { status: res.statusCode, body: parsed, headers: res.headers }
+}
+
+const b64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
+
+/** An unsigned `alg: none` token (header.payload. with an empty signature). */
+export function noneToken(sub: string, claims: Record<string, unknown> = {}): string {
+  const payload = { sub, exp: Math.floor(Date.now() / 1000) + 3600, ...claims }
+  return `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(payload)}.`
+}
+
+/** Tokens that must all be refused with 401, by what is wrong with them. */
+export function badTokens(sub = 'mallory'): Record<string, string> {
+  return {
+    expired: mint(sub, { expiresInMs: -60_000 }),
+    'wrong algorithm (HS512)': mint(sub, { algorithm: 'HS512' }),
+    'alg none': noneToken(sub),
+    'bad signature': mint(sub, { secret: 'another-secret-0123456789-abcdefghijklmnop' }),
+    'no exp': mint(sub, { noExp: true }),
+    'no sub': mint(undefined),
+    garbage: 'a.b.c',
+  }
+}

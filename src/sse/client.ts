@@ -13,9 +13,14 @@ export interface SseSink {
   readonly writableLength: number
   readonly writableEnded: boolean
   readonly destroyed: boolean
+  cork?(): void
+  uncork?(): void
   once(event: 'close', listener: () => void): unknown
   once(event: 'error', listener: (err: Error) => void): unknown
 }
+
+/** Up to this many queued bytes are joined into one buffer before writing; more are written without copying. */
+const COPY_LIMIT = 64 * 1024
 
 /** Why a connection ended; each maps to a metric label and a log line. */
 export type DisconnectReason =
@@ -87,6 +92,16 @@ export class SseClient {
     return this.#pendingBytes + (this.#closed ? 0 : this.sink.writableLength)
   }
 
+  /** Bytes queued here, not yet handed to the socket. */
+  get queuedBytes(): number {
+    return this.#pendingBytes
+  }
+
+  /** Bytes handed to the socket that it has not sent yet. */
+  get socketBacklog(): number {
+    return this.#closed ? 0 : this.sink.writableLength
+  }
+
   get hasPending(): boolean {
     return this.#pending !== null
   }
@@ -109,19 +124,29 @@ export class SseClient {
     return false
   }
 
-  /** Writes everything queued in one socket write. Returns false when the socket refused more. */
+  /**
+   * Writes everything queued. Small batches are joined into one buffer (one chunk, one
+   * syscall); large ones are written buffer by buffer under cork, so the shared frames
+   * are not copied per client.
+   */
   flush(): boolean {
     const pending = this.#pending
     if (pending === null || this.#closed) return true
     const bytes = this.#pendingBytes
-    const chunk = Array.isArray(pending) ? Buffer.concat(pending, bytes) : pending
     this.#pending = null
     this.#pendingBytes = 0
     this.eventsSent += this.#pendingEvents
     this.#pendingEvents = 0
     this.bytesSent += bytes
-    if (this.sink.destroyed) return false
-    return this.sink.write(chunk)
+    const sink = this.sink
+    if (sink.destroyed) return false
+    if (!Array.isArray(pending)) return sink.write(pending)
+    if (bytes <= COPY_LIMIT || sink.cork === undefined) return sink.write(Buffer.concat(pending, bytes))
+    sink.cork()
+    let ok = true
+    for (const frame of pending) ok = sink.write(frame) && ok
+    sink.uncork?.()
+    return ok
   }
 
   /** Marks the client closed and drops its queue; returns false when it already was. */

@@ -85,6 +85,8 @@ const kClient = Symbol('sse.client')
 type TaggedSink = SseSink & { [kClient]?: SseClient }
 
 const EXPIRY_CHECK_MS = 1000
+/** How many times maxBufferedBytes one turn may queue for a client before the flush. */
+const QUEUE_ALLOWANCE = 4
 const TOP_USERS = 100
 
 /**
@@ -305,7 +307,7 @@ export class SseManager {
     for (const client of this.#clients.values()) {
       if (client.held !== null) continue
       if (client.write(frame, 0)) this.#schedule(client)
-      else this.#checkBuffer(client)
+      this.#checkBuffer(client)
     }
     this.#hooks.onHeartbeat?.(performance.now() - started, this.#clients.size)
   }
@@ -493,7 +495,7 @@ export class SseManager {
       return 1
     }
     if (client.write(stored.frame)) this.#schedule(client)
-    else this.#checkBuffer(client)
+    this.#checkBuffer(client)
     return 1
   }
 
@@ -521,11 +523,17 @@ export class SseManager {
     const before = client.bytesSent
     client.flush()
     this.#hooks.onFlush?.(client.bytesSent - before)
-    this.#checkBuffer(client)
   }
 
+  /**
+   * A client is too slow when its socket still holds more than maxBufferedBytes when new
+   * data arrives, or when one turn queues more than the queue allowance for it. The socket
+   * is not judged right after a flush: a burst bigger than the limit, written in one go,
+   * drains within moments for a client that reads.
+   */
   #checkBuffer(client: SseClient): void {
-    if (client.bufferedBytes <= this.#options.maxBufferedBytes) return
+    const max = this.#options.maxBufferedBytes
+    if (client.socketBacklog <= max && client.queuedBytes <= max * QUEUE_ALLOWANCE) return
     this.#slowClientsDisconnected++
     this.#remove(client, 'slow')
     // A client that cannot keep up gets no goodbye: it would not read it.
