@@ -1,0 +1,311 @@
+/**
+ * The publisher SDK: what a backend service imports (`sse-manager/client`) to push
+ * events through the service. It depends on undici only, never on the server code.
+ */
+import { Agent, type Dispatcher, request } from 'undici'
+
+export type NotificationType = 'info' | 'success' | 'warning' | 'error'
+
+/** The body of a `notification` event, as `sendNotification` sends it. */
+export interface NotificationData {
+  title: string
+  message: string
+  type: NotificationType
+  /** ISO 8601, set by the SDK when the notification is sent. */
+  timestamp: string
+}
+
+/** Event names mapped to the type of their `data`; the default allows any name and any JSON. */
+export type EventMap = Record<string, unknown>
+
+/** What the service answers to a publish. */
+export interface PublishResult {
+  /** The event id, as sent in the stream's `id:` field. */
+  id: string
+  /** How many connections it was written to (on the instance that took the request). */
+  delivered: number
+}
+
+export interface UserConnections {
+  userId: string
+  connections: number
+}
+
+/** `GET /api/sse/stats`; a clustered service may add fields. */
+export interface Stats {
+  totalConnections: number
+  authenticatedConnections: number
+  anonymousConnections: number
+  uniqueUsers: number
+  users: UserConnections[]
+  eventsPublished: number
+  eventsDelivered: number
+  slowClientsDisconnected: number
+  uptimeSeconds: number
+  instanceId: string
+  startedAt: string
+  [extra: string]: unknown
+}
+
+export interface DisconnectAllResult {
+  disconnected: number
+}
+
+export interface PublisherOptions {
+  /** The service's base URL, e.g. `http://sse-manager:3000` (a path prefix is kept). */
+  url: string
+  /** A JWT with `sse:publish` (and `sse:admin` for stats and disconnectAll), or a function returning one (rotation). */
+  token: string | (() => string | Promise<string>)
+  /** Per attempt, from sending the request to the end of the answer. Default 10000. */
+  timeoutMs?: number
+  /** Extra attempts after a network error or a 503. Default 2. */
+  retries?: number
+  /** First retry delay; each next one doubles, with full jitter. Default 100. */
+  retryDelayMs?: number
+  /** Cap of one retry delay (a server's Retry-After is capped too). Default 5000. */
+  maxRetryDelayMs?: number
+  /** Keep-alive connections to the service. Default 10. */
+  connections?: number
+  /** Your own undici dispatcher (a proxy agent, a mock); `close()` then leaves it open. */
+  dispatcher?: Dispatcher
+}
+
+export interface Publisher<Events extends EventMap = EventMap> {
+  /** Sends `event` to every open connection. */
+  broadcastMessage<K extends keyof Events & string>(event: K, data: Events[K]): Promise<PublishResult>
+  /** Sends `event` to every connection (every tab) of these users. */
+  sendToUsers<K extends keyof Events & string>(
+    event: K,
+    data: Events[K],
+    userIds: readonly string[],
+  ): Promise<PublishResult>
+  /** Sends `event` to these connections (the `clientId` of their `connected` event). */
+  sendToClients<K extends keyof Events & string>(
+    event: K,
+    data: Events[K],
+    clientIds: readonly string[],
+  ): Promise<PublishResult>
+  /** Sends event `notification` with `{title, message, type, timestamp}` to one user. */
+  sendNotification(
+    userId: string,
+    title: string,
+    message: string,
+    type?: NotificationType,
+  ): Promise<PublishResult>
+  /** Connection and delivery statistics (needs `sse:admin`). */
+  stats(): Promise<Stats>
+  /** Ends every stream with `event: disconnected` (needs `sse:admin`). */
+  disconnectAll(): Promise<DisconnectAllResult>
+  /** Closes the connection pool; later calls fail. */
+  close(): Promise<void>
+}
+
+/** Codes the SDK uses when the service gave no answer of its own. */
+export type ClientErrorCode =
+  | 'SSE_CLIENT_NETWORK'
+  | 'SSE_CLIENT_TIMEOUT'
+  | 'SSE_CLIENT_BAD_RESPONSE'
+  | 'SSE_CLIENT_CLOSED'
+
+export interface PublisherErrorInit {
+  statusCode: number | null
+  code: string
+  error?: string
+  attempts: number
+  cause?: unknown
+}
+
+/**
+ * Every failure of the SDK. `statusCode` and `code` are the service's own
+ * (`SSE_ERR_MISSING_SCOPE`, ...) when it answered, else `statusCode` is null and
+ * `code` is one of `ClientErrorCode`.
+ */
+export class PublisherError extends Error {
+  readonly statusCode: number | null
+  readonly code: string
+  /** The HTTP status text the service sent, when it answered. */
+  readonly error: string | undefined
+  /** How many requests were made, retries included. */
+  readonly attempts: number
+
+  constructor(message: string, init: PublisherErrorInit) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause })
+    this.name = 'PublisherError'
+    this.statusCode = init.statusCode
+    this.code = init.code
+    this.error = init.error
+    this.attempts = init.attempts
+  }
+}
+
+/** Errors raised before the request reached the service or while the socket broke: safe enough to retry. */
+const RETRYABLE_NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_CLOSED',
+])
+
+interface Answer {
+  status: number
+  body: unknown
+  retryAfterMs: number | null
+}
+
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+function retryAfter(header: string | string[] | undefined): number | null {
+  const value = Array.isArray(header) ? header[0] : header
+  if (value === undefined) return null
+  const seconds = Number(value)
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Creates a publisher with its own keep-alive connection pool. Retries happen only
+ * when the service could not take the request (network errors, 503), with exponential
+ * backoff and full jitter; a timeout is not retried, since the event may have been sent.
+ */
+export function createPublisher<Events extends EventMap = EventMap>(
+  options: PublisherOptions,
+): Publisher<Events> {
+  let base: URL
+  try {
+    base = new URL(options.url.endsWith('/') ? options.url : `${options.url}/`)
+  } catch {
+    throw new TypeError(`createPublisher: url must be an absolute URL, got "${options.url}"`)
+  }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+    throw new TypeError('createPublisher: url must start with http:// or https://')
+  }
+  const timeoutMs = options.timeoutMs ?? 10_000
+  const retries = Math.max(0, Math.floor(options.retries ?? 2))
+  const retryDelayMs = options.retryDelayMs ?? 100
+  const maxRetryDelayMs = options.maxRetryDelayMs ?? 5_000
+  const ownDispatcher = options.dispatcher === undefined
+  const dispatcher =
+    options.dispatcher ??
+    new Agent({ connections: options.connections ?? 10, keepAliveTimeout: 30_000, pipelining: 1 })
+  let closed = false
+
+  async function authorization(): Promise<string> {
+    const token = typeof options.token === 'function' ? await options.token() : options.token
+    return `Bearer ${token}`
+  }
+
+  async function once(method: 'GET' | 'POST', path: string, body: unknown): Promise<Answer> {
+    const res = await request(new URL(path, base), {
+      method,
+      dispatcher,
+      signal: AbortSignal.timeout(timeoutMs),
+      headers: {
+        accept: 'application/json',
+        authorization: await authorization(),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.body.text()
+    let parsed: unknown
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text)
+    } catch {
+      parsed = text
+    }
+    return { status: res.statusCode, body: parsed, retryAfterMs: retryAfter(res.headers['retry-after']) }
+  }
+
+  function backoff(attempt: number, retryAfterMs: number | null): number {
+    const exponential = Math.min(maxRetryDelayMs, retryDelayMs * 2 ** attempt)
+    const jittered = Math.random() * exponential
+    return retryAfterMs === null ? jittered : Math.min(maxRetryDelayMs, Math.max(retryAfterMs, jittered))
+  }
+
+  async function call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    if (closed)
+      throw new PublisherError('The publisher is closed', {
+        statusCode: null,
+        code: 'SSE_CLIENT_CLOSED',
+        attempts: 0,
+      })
+    for (let attempt = 0; ; attempt++) {
+      const attempts = attempt + 1
+      let answer: Answer
+      try {
+        answer = await once(method, path, body)
+      } catch (err) {
+        const code = errorCode(err)
+        const name = (err as { name?: unknown } | null)?.name
+        if (
+          name === 'TimeoutError' ||
+          code === 'UND_ERR_HEADERS_TIMEOUT' ||
+          code === 'UND_ERR_BODY_TIMEOUT'
+        ) {
+          throw new PublisherError(`${method} ${path}: no answer within ${timeoutMs} ms`, {
+            statusCode: null,
+            code: 'SSE_CLIENT_TIMEOUT',
+            attempts,
+            cause: err,
+          })
+        }
+        const retryable = code !== undefined && RETRYABLE_NETWORK_CODES.has(code)
+        if (retryable && attempt < retries && !closed) {
+          await sleep(backoff(attempt, null))
+          continue
+        }
+        throw new PublisherError(
+          `${method} ${path}: ${(err as Error)?.message ?? String(err)}${code ? ` (${code})` : ''}`,
+          { statusCode: null, code: 'SSE_CLIENT_NETWORK', attempts, cause: err },
+        )
+      }
+      if (answer.status >= 200 && answer.status < 300) return answer.body as T
+      if (answer.status === 503 && attempt < retries && !closed) {
+        await sleep(backoff(attempt, answer.retryAfterMs))
+        continue
+      }
+      const problem = (answer.body ?? {}) as { code?: unknown; error?: unknown; message?: unknown }
+      const hasCode = typeof problem.code === 'string'
+      throw new PublisherError(
+        typeof problem.message === 'string' ? problem.message : `${method} ${path} answered ${answer.status}`,
+        {
+          statusCode: answer.status,
+          code: hasCode ? (problem.code as string) : 'SSE_CLIENT_BAD_RESPONSE',
+          ...(typeof problem.error === 'string' ? { error: problem.error } : {}),
+          attempts,
+        },
+      )
+    }
+  }
+
+  const publish = (body: Record<string, unknown>) => call<PublishResult>('POST', 'api/sse', body)
+
+  return {
+    broadcastMessage: (event, data) => publish({ event, data, broadcast: true }),
+    sendToUsers: (event, data, userIds) => publish({ event, data, userIds: [...userIds] }),
+    sendToClients: (event, data, clientIds) => publish({ event, data, clientIds: [...clientIds] }),
+    sendNotification: (userId, title, message, type = 'info') => {
+      const data: NotificationData = { title, message, type, timestamp: new Date().toISOString() }
+      return publish({ event: 'notification', data, userIds: [userId] })
+    },
+    stats: () => call<Stats>('GET', 'api/sse/stats'),
+    disconnectAll: () => call<DisconnectAllResult>('POST', 'api/sse/disconnect-all'),
+    async close() {
+      if (closed) return
+      closed = true
+      if (ownDispatcher) await dispatcher.close()
+    },
+  }
+}
