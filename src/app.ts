@@ -8,9 +8,14 @@ import type { Config } from './config.js'
 import { errors } from './errors.js'
 import { createLogger, redactUrl } from './logger.js'
 import { authPlugin } from './plugins/auth.js'
+import { busPlugin } from './plugins/bus.js'
+import { docsPlugin } from './plugins/docs.js'
+import { createSseMetrics, metricsPlugin } from './plugins/metrics.js'
 import { ssePlugin } from './plugins/sse.js'
+import { devTokenRoutes } from './routes/dev-token.js'
 import { disconnectAllRoutes } from './routes/disconnect-all.js'
 import { healthRoutes } from './routes/health.js'
+import { pageRoutes } from './routes/pages.js'
 import { sendRoutes } from './routes/send.js'
 import { statsRoutes } from './routes/stats.js'
 import { streamRoutes } from './routes/stream.js'
@@ -49,6 +54,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       pretty: options.prettyLogs ?? false,
     }),
     trustProxy: config.trustProxy,
+    // Streams are ended in preClose; whatever is left (a preconnect that never sent a request,
+    // an idle keep-alive socket) must not hold a graceful shutdown open until it times out.
+    forceCloseConnections: true,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
@@ -97,6 +105,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.code(404).send({ statusCode: 404, error: STATUS_CODES[404], message: err.message, code: err.code })
   })
 
+  // Before every route: it collects them as they are added.
+  await app.register(docsPlugin)
   await app.register(cors, corsOptions(config))
   // Per-IP limits, applied by the routes that opt in (publish and stream connects).
   await app.register(rateLimit, {
@@ -105,12 +115,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     errorResponseBuilder: (_request, context) => new errors.SSE_ERR_RATE_LIMITED(context.after),
   })
   await app.register(authPlugin, { jwt: config.jwt })
-  await app.register(ssePlugin, { config })
+  await app.register(busPlugin, { config })
+  const metrics = createSseMetrics()
+  await app.register(ssePlugin, { config, hooks: metrics.hooks })
+  await app.register(metricsPlugin, { metrics, token: config.metricsToken })
 
   await app.register(healthRoutes)
   await app.register(streamRoutes, { config })
   await app.register(sendRoutes, { config })
   await app.register(statsRoutes)
   await app.register(disconnectAllRoutes)
+  await app.register(pageRoutes, { config })
+  if (config.devLogin) await app.register(devTokenRoutes)
   return app
 }

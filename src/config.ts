@@ -59,6 +59,18 @@ export interface Config {
   readonly rateLimitPublish: number
   /** GET /api/sse connection attempts per IP per window (0 = off). */
   readonly rateLimitConnect: number
+  /** Redis shared by every instance (`redis://` or `rediss://`); null keeps everything in this process. */
+  readonly redisUrl: string | null
+  /** Prefix of every Redis key and channel, so that several deployments can share one Redis. */
+  readonly redisPrefix: string
+  /** How long startup waits for Redis before it starts anyway, not ready, and keeps retrying. */
+  readonly redisConnectTimeoutMs: number
+  /** How often each instance reports its connections to Redis; a silent instance drops out after 2.5x this. */
+  readonly statsReportIntervalMs: number
+  /** `POST /api/dev/token` and the test page's "sign in as": development only, never in production. */
+  readonly devLogin: boolean
+  /** When set, `GET /metrics` requires `Authorization: Bearer <this>`; null leaves it open. */
+  readonly metricsToken: string | null
 }
 
 type Env = Record<string, string | undefined>
@@ -135,21 +147,37 @@ function loadJwt(env: Env, production: boolean): JwtConfig {
     // Environment files often carry PEM newlines as the two characters "\n".
     const pem = rawKey.includes('\\n') ? rawKey.replace(/\\n/g, '\n') : rawKey
     let keyType: string | undefined
+    let curve: string | undefined
     try {
-      keyType = createPublicKey(pem).asymmetricKeyType
+      const key = createPublicKey(pem)
+      keyType = key.asymmetricKeyType
+      curve = key.asymmetricKeyDetails?.namedCurve
     } catch {
       throw new ConfigError('JWT_PUBLIC_KEY', 'is not a PEM public key')
     }
+    const EC: Record<string, JwtAlgorithm> = { prime256v1: 'ES256', secp384r1: 'ES384' }
     const fallback: JwtAlgorithm | undefined =
-      keyType === 'rsa' ? 'RS256' : keyType === 'ec' ? 'ES256' : keyType === 'ed25519' ? 'EdDSA' : undefined
+      keyType === 'rsa'
+        ? 'RS256'
+        : keyType === 'ec'
+          ? EC[curve ?? '']
+          : keyType === 'ed25519'
+            ? 'EdDSA'
+            : undefined
+    if (keyType === 'ec' && fallback === undefined) {
+      throw new ConfigError('JWT_PUBLIC_KEY', `unsupported EC curve ${curve} (P-256 or P-384)`)
+    }
     if (fallback === undefined) throw new ConfigError('JWT_PUBLIC_KEY', `unsupported key type ${keyType}`)
     const algorithms = (requested ?? [fallback]) as JwtAlgorithm[]
-    const wrong = algorithms.find((a) => !ASYMMETRIC.includes(a))
-    if (wrong)
+    // Each algorithm must fit the key: RS* for RSA, the curve's ES* for EC, EdDSA for Ed25519.
+    const family = fallback.slice(0, 2)
+    const wrong = algorithms.find((a) => (keyType === 'ec' ? a !== fallback : !a.startsWith(family)))
+    if (wrong) {
       throw new ConfigError(
         'JWT_ALGORITHMS',
-        `${wrong} needs JWT_SECRET; a public key allows only ${fallback}`,
+        `${wrong} does not fit this ${keyType} public key (use ${fallback})`,
       )
+    }
     return Object.freeze({
       publicKey: pem,
       algorithms: Object.freeze(algorithms),
@@ -167,6 +195,58 @@ function loadJwt(env: Env, production: boolean): JwtConfig {
     ephemeral: true,
     ...extra,
   })
+}
+
+function redisUrl(env: Env): string | null {
+  const raw = present(env, 'REDIS_URL')?.trim()
+  if (raw === undefined) return null
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError('REDIS_URL', 'is not a URL like redis://127.0.0.1:6379')
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new ConfigError('REDIS_URL', `must start with redis:// or rediss://, got ${url.protocol}//`)
+  }
+  return raw
+}
+
+function redisPrefix(env: Env): string {
+  const raw = env.REDIS_PREFIX
+  if (raw === undefined || raw === '') return 'sse:'
+  if (raw.length > 64 || /[\s*?[\]]/.test(raw)) {
+    throw new ConfigError('REDIS_PREFIX', 'must be at most 64 characters without spaces or * ? [ ]')
+  }
+  return raw
+}
+
+/** The dev login signs tokens for anyone who asks: on by default outside production, refused in it. */
+function devLogin(env: Env, production: boolean): boolean {
+  const withKey = present(env, 'JWT_PUBLIC_KEY') !== undefined
+  const enabled = bool(env, 'DEV_LOGIN', !production && !withKey)
+  if (enabled && production) {
+    throw new ConfigError(
+      'DEV_LOGIN',
+      'mints tokens for anyone and cannot be enabled when NODE_ENV=production',
+    )
+  }
+  if (enabled && withKey) {
+    throw new ConfigError(
+      'DEV_LOGIN',
+      'needs JWT_SECRET to sign tokens; with JWT_PUBLIC_KEY it must stay off',
+    )
+  }
+  return enabled
+}
+
+function metricsToken(env: Env): string | null {
+  const raw = present(env, 'METRICS_TOKEN')
+  if (raw === undefined) return null
+  if (raw !== raw.trim())
+    throw new ConfigError('METRICS_TOKEN', 'has leading or trailing white space; remove it')
+  if (raw.length < 16) throw new ConfigError('METRICS_TOKEN', 'must be at least 16 characters long')
+  return raw
 }
 
 /** Reads and validates the environment once. A bad value throws a ConfigError naming the variable. */
@@ -218,5 +298,11 @@ export function loadConfig(env: Env = {}): Config {
     rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1000),
     rateLimitPublish: int(env, 'RATE_LIMIT_PUBLISH', 60_000, 0),
     rateLimitConnect: int(env, 'RATE_LIMIT_CONNECT', 600, 0),
+    redisUrl: redisUrl(env),
+    redisPrefix: redisPrefix(env),
+    redisConnectTimeoutMs: int(env, 'REDIS_CONNECT_TIMEOUT_MS', 5_000, 0, 600_000),
+    statsReportIntervalMs: int(env, 'STATS_REPORT_INTERVAL_MS', 2_000, 100, 60_000),
+    devLogin: devLogin(env, production),
+    metricsToken: metricsToken(env),
   })
 }

@@ -55,6 +55,11 @@ export const errors = {
     'Too many requests from this address; retry in %s',
     429,
   ),
+  SSE_ERR_BUS_UNAVAILABLE: createError(
+    'SSE_ERR_BUS_UNAVAILABLE',
+    'The event bus (Redis) is unavailable, so this cannot reach every instance: %s; retry shortly',
+    503,
+  ),
   SSE_ERR_NOT_FOUND: createError('SSE_ERR_NOT_FOUND', 'Route %s not found', 404),
   SSE_ERR_INTERNAL: createError('SSE_ERR_INTERNAL', 'Internal server error', 500),
 } as const

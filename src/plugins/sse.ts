@@ -23,13 +23,17 @@ export interface SsePluginOptions {
 export const ssePlugin = fp<SsePluginOptions>(
   async (app, { config, hooks }) => {
     const log = app.log.child({ component: 'sse' })
+    // With the bus plugin registered first, events come through it (and, on Redis, so does the history).
+    const cluster = app.hasDecorator('cluster') ? app.cluster : undefined
     const manager = new SseManager({
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       cleanupIntervalMs: config.cleanupIntervalMs,
       retryMs: config.clientRetryMs,
       maxBufferedBytes: config.maxBufferedBytes,
       maxConnectionLifetimeMs: config.maxConnectionLifetimeMs,
-      history: new MemoryHistory({ maxEvents: config.historySize, ttlMs: config.historyTtlMs }),
+      history:
+        cluster?.history ?? new MemoryHistory({ maxEvents: config.historySize, ttlMs: config.historyTtlMs }),
+      ...(cluster ? { instanceId: cluster.instanceId } : {}),
       hooks: {
         ...hooks,
         onConnect(client, replay) {
@@ -57,11 +61,13 @@ export const ssePlugin = fp<SsePluginOptions>(
           }
           if (reason === 'slow') log.warn(fields, 'stream disconnected: client too slow')
           else log.info(fields, 'stream disconnected')
+          cluster?.released(client)
           hooks?.onDisconnect?.(client, reason)
         },
       },
     })
     app.decorate('sse', manager)
+    await cluster?.attach(manager)
 
     app.addHook('preClose', async () => {
       const ended = manager.shutdown()

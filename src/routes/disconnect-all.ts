@@ -13,11 +13,15 @@ export const disconnectAllRoutes: FastifyPluginAsync = async (app) => {
         tags: ['admin'],
         summary: 'End every stream with event: disconnected (reason server_disconnect)',
         security: [{ bearerAuth: [] }],
-        response: { 200: Type.Object({ disconnected: Type.Integer() }), ...errorResponses(401, 403) },
+        response: {
+          200: Type.Object({ disconnected: Type.Integer() }),
+          ...errorResponses(401, 403, 503),
+        },
       },
     },
     async (request) => {
-      const disconnected = app.sse.disconnectAll('server_disconnect')
+      // Every instance ends its streams; the answer is the total.
+      const disconnected = await app.cluster.disconnectAll()
       request.log.info({ disconnected }, 'disconnected every stream')
       return { disconnected }
     },

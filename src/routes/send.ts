@@ -87,7 +87,8 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
       const target = targetOf(body)
       if (nestsDeeperThan(body.data, config.maxDataDepth))
         throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
-      const result = app.sse.publish(body.event, body.data, target)
+      // Through the bus: every instance delivers it; 503 when the bus cannot take it.
+      const result = await app.cluster.publish(body.event, body.data, target)
       return reply.code(202).send(result)
     },
   )

@@ -15,8 +15,16 @@ export const StatsResponse = Type.Object({
   eventsDelivered: Type.Integer(),
   slowClientsDisconnected: Type.Integer(),
   uptimeSeconds: Type.Integer(),
-  instanceId: Type.String(),
+  instanceId: Type.String({ description: 'The instance that answered' }),
   startedAt: Type.String({ format: 'date-time' }),
+  instances: Type.Array(
+    Type.Object({
+      instanceId: Type.String(),
+      connections: Type.Integer(),
+      reportedAt: Type.String({ format: 'date-time' }),
+    }),
+    { description: 'Every live instance (one without REDIS_URL); the others as of their last report' },
+  ),
 })
 
 /** Connection and delivery statistics, behind `sse:admin`. */
@@ -29,9 +37,9 @@ export const statsRoutes: FastifyPluginAsync = async (app) => {
         tags: ['admin'],
         summary: 'Connection and delivery statistics',
         security: [{ bearerAuth: [] }],
-        response: { 200: StatsResponse, ...errorResponses(401, 403) },
+        response: { 200: StatsResponse, ...errorResponses(401, 403, 503) },
       },
     },
-    async () => app.sse.stats(),
+    async () => app.cluster.stats(),
   )
 }

@@ -87,6 +87,15 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
       if (auth === null && manager.anonymousConnectionCount(request.ip) >= config.maxAnonymousPerIp) {
         throw new errors.SSE_ERR_IP_CONNECTION_LIMIT(config.maxAnonymousPerIp)
       }
+      // MAX_CONNECTIONS_PER_USER across every instance (always true without Redis).
+      if (auth !== null && !(await app.cluster.acquireUser(auth.userId))) {
+        throw new errors.SSE_ERR_USER_CONNECTION_LIMIT(config.maxConnectionsPerUser)
+      }
+      if (auth !== null && request.raw.socket.destroyed) {
+        // Gone while the slot was being taken: give it back, there is no one to stream to.
+        app.cluster.releaseUser(auth.userId)
+        return reply
+      }
 
       const header = request.headers['last-event-id']
       const lastEventId =

@@ -134,7 +134,10 @@ t.test('hostile and broken input gets its documented answer; others keep receivi
   // An id with line breaks in the query string, on an empty history, is not echoed into the stream.
   const { url: fresh } = await serve(t)
   const injected = await openStream(fresh, { query: { lastEventId: '1-1\nevent: admin\ndata: x' } })
-  t.match((await injected.waitFor((e) => e.event === 'connected')).json, { recovered: false, lastEventId: null })
+  t.match((await injected.waitFor((e) => e.event === 'connected')).json, {
+    recovered: false,
+    lastEventId: null,
+  })
   t.equal(injected.named('admin').length, 0)
   injected.close()
 
@@ -151,7 +154,7 @@ t.test('hostile and broken input gets its documented answer; others keep receivi
   // Pipelined requests are answered in order.
   const body = JSON.stringify({ event: 'piped', data: 1, broadcast: true })
   const req = `POST /api/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${PUBLISHER()}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
-  const piped = await raw(url, [req + req + 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'])
+  const piped = await raw(url, [`${req + req}GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`])
   t.equal(piped.match(/HTTP\/1\.1 202/g)?.length, 2, 'two publishes answered')
   t.match(piped, /HTTP\/1\.1 200[\s\S]*"status":"ok"/)
 
