@@ -1,0 +1,210 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import t, { type Test } from 'tap'
+import {
+  freePort,
+  OwnRedis,
+  redisServerAvailable,
+  skipWithoutRedis,
+  TEST_REDIS_URL,
+  uniquePrefix,
+} from '../bus/redis.js'
+import {
+  eventually,
+  mint,
+  openStream,
+  PUBLISHER,
+  post,
+  SECRET,
+  type Stream,
+  serve,
+  sleep,
+} from '../helper.js'
+
+const noServer = (await redisServerAvailable())
+  ? false
+  : 'redis-server is not installed (apt-get install -y redis-server)'
+const noRedis = await skipWithoutRedis()
+
+const compare = (a: string, b: string) => {
+  const [am, as] = a.split('-').map(Number) as [number, number]
+  const [bm, bs] = b.split('-').map(Number) as [number, number]
+  return am - bm || as - bs
+}
+
+const ids = (s: Stream, event: string) => s.named(event).map((e) => e.id as string)
+
+t.test(
+  'Redis stopped for seconds while publishing to two instances: every accepted event arrives exactly once',
+  { skip: noServer, timeout: 90_000 },
+  async (t) => {
+    const redis = new OwnRedis(await freePort())
+    await redis.start()
+    t.teardown(() => redis.stop())
+    const overrides = {
+      redisUrl: redis.url,
+      redisPrefix: uniquePrefix(t, redis.url),
+      statsReportIntervalMs: 200,
+      heartbeatIntervalMs: 200,
+      redisConnectTimeoutMs: 3000,
+    }
+    const a = await serve(t, overrides)
+    const b = await serve(t, overrides)
+    const streams = [
+      await openStream(a.url),
+      await openStream(b.url),
+      await openStream(a.url, { token: mint('alice') }),
+      await openStream(b.url, { token: mint('alice') }),
+      await openStream(b.url, { token: mint('bob') }),
+    ]
+    for (const s of streams) await s.waitFor((e) => e.event === 'connected')
+
+    const accepted: { id: string; user: string | null }[] = []
+    let refused = 0
+    let stop = false
+    const publisher = (async () => {
+      for (let n = 0; !stop; n++) {
+        const user = n % 3 === 0 ? 'alice' : null
+        const target = user ? { userIds: [user] } : { broadcast: true }
+        const via = n % 2 === 0 ? a.url : b.url
+        const res = await post(via, '/api/sse', { event: 'f', data: { n }, ...target }, PUBLISHER()).catch(
+          () => null,
+        )
+        if (res?.status === 202) accepted.push({ id: res.body.id, user })
+        else if (res?.status === 503) refused++
+        else t.fail(`unexpected answer ${res?.status}`)
+        await sleep(20)
+      }
+    })()
+    await sleep(600)
+    await redis.stop('SIGKILL')
+    await sleep(2500)
+    await redis.start()
+    t.ok(await eventually(async () => (await fetch(`${a.url}/ready`)).status === 200, 15_000), 'ready again')
+    await sleep(800)
+    stop = true
+    await publisher
+    t.ok(refused > 0, `publishes during the outage were refused with 503 (${refused})`)
+    t.ok(accepted.length > 20, `${accepted.length} accepted`)
+
+    const last = accepted[accepted.length - 1]?.id as string
+    const broadcastIds = accepted.filter((e) => e.user === null).map((e) => e.id)
+    const allIds = accepted.map((e) => e.id)
+    const lastBroadcast = broadcastIds[broadcastIds.length - 1] as string
+    const expectations: [Stream, string[], string][] = [
+      [streams[0] as Stream, broadcastIds, lastBroadcast],
+      [streams[1] as Stream, broadcastIds, lastBroadcast],
+      [streams[2] as Stream, allIds, last],
+      [streams[3] as Stream, allIds, last],
+      [streams[4] as Stream, broadcastIds, lastBroadcast],
+    ]
+    for (const [i, [stream, expected, lastId]] of expectations.entries()) {
+      await stream.waitFor((e) => e.id === lastId, 10_000)
+      t.same(
+        ids(stream, 'f'),
+        expected,
+        `stream ${i}: every accepted event it is entitled to, once, in order`,
+      )
+      t.equal(stream.ended, false, `stream ${i} stayed open through the outage`)
+      stream.close()
+    }
+  },
+)
+
+interface Proc {
+  child: ChildProcess
+  url: string
+}
+
+async function startServer(t: Test, env: Record<string, string>): Promise<Proc> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let output = ''
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not listening after 30 s:\n${output}`)), 30_000)
+    const onData = (chunk: Buffer) => {
+      output += String(chunk)
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
+      if (match?.[1]) {
+        clearTimeout(timer)
+        resolve(match[1])
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)))
+  })
+  return { child, url }
+}
+
+t.test(
+  'SIGTERM during a broadcast: each client ends cleanly and a reconnect elsewhere loses nothing',
+  { skip: noRedis, timeout: 90_000 },
+  async (t) => {
+    const prefix = uniquePrefix(t, TEST_REDIS_URL)
+    const port = await freePort()
+    const proc = await startServer(t, {
+      NODE_ENV: 'production',
+      JWT_SECRET: SECRET,
+      CORS_ORIGINS: 'http://127.0.0.1',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      REDIS_URL: TEST_REDIS_URL,
+      REDIS_PREFIX: prefix,
+      LOG_LEVEL: 'info',
+      RATE_LIMIT_PUBLISH: '0',
+    })
+    const fresh = await serve(t, { redisUrl: TEST_REDIS_URL, redisPrefix: prefix, rateLimitPublish: 0 })
+    const clients = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => openStream(proc.url, i % 2 ? { token: mint(`u${i}`) } : {})),
+    )
+    for (const c of clients) await c.waitFor((e) => e.event === 'connected')
+
+    // A burst of broadcasts, published through the surviving instance, with SIGTERM in the middle.
+    const accepted: string[] = []
+    const burst = (async () => {
+      for (let n = 0; n < 300; n++) {
+        const res = await post(
+          fresh.url,
+          '/api/sse',
+          { event: 'burst', data: { n }, broadcast: true },
+          PUBLISHER(),
+        )
+        if (res.status === 202) accepted.push(res.body.id)
+        if (n === 100) proc.child.kill('SIGTERM')
+      }
+    })()
+    const exit = new Promise<number | null>((resolve) => proc.child.once('exit', (code) => resolve(code)))
+    await burst
+    t.equal(await exit, 0, 'the process exits 0')
+    t.equal(accepted.length, 300)
+
+    for (const [i, c] of clients.entries()) {
+      await c.waitForEnd(10_000)
+      const got = ids(c, 'burst')
+      const last = c.events[c.events.length - 1]
+      t.ok(
+        (last?.event === 'disconnected' && (last.json as { reason: string }).reason === 'server_shutdown') ||
+          got[got.length - 1] === accepted[accepted.length - 1],
+        `client ${i} got the shutdown event or the last event`,
+      )
+      // Reconnect to the fresh instance with the id it saw last.
+      const lastId = got[got.length - 1] ?? (c.named('connected')[0]?.id as string)
+      const again = await openStream(fresh.url, {
+        headers: { 'last-event-id': lastId },
+        ...(i % 2 ? { token: mint(`u${i}`) } : {}),
+      })
+      const hello = await again.waitFor((e) => e.event === 'connected')
+      t.match(hello.json, { recovered: true }, `client ${i} recovered`)
+      const final = accepted[accepted.length - 1] as string
+      if (compare(lastId, final) < 0) await again.waitFor((e) => e.id === final, 10_000)
+      const union = [...got, ...ids(again, 'burst')]
+      t.same(union, accepted, `client ${i}: before + replayed = every event, once, in order`)
+      again.close()
+    }
+  },
+)
