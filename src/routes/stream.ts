@@ -1,4 +1,4 @@
-import type { OutgoingHttpHeaders } from 'node:http'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyPluginAsync } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.js'
@@ -37,6 +37,29 @@ const STREAM_HEADERS = {
   'x-accel-buffering': 'no',
   connection: 'keep-alive',
 } as const
+
+/** The CORS headers hooks set on the reply: the only ones a hijacked stream carries over. */
+function corsHeadersOf(headers: Record<string, unknown>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  for (const name in headers) {
+    if (name.startsWith('access-control-') || name === 'vary') out[name] = headers[name] as string
+  }
+  return out
+}
+
+/**
+ * Fastify keeps each reply, with its request and request logger, reachable through
+ * `finish`/`error` listeners until the response finishes: for a stream, hours of about
+ * 2 KB per idle connection. A hijacked stream logs its own end, so those go.
+ */
+function releaseFastifyListeners(res: ServerResponse): void {
+  for (const event of ['finish', 'error'] as const) {
+    for (const listener of res.listeners(event)) {
+      if (listener.name === 'onResFinished')
+        res.removeListener(event, listener as (...args: unknown[]) => void)
+    }
+  }
+}
 
 export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { config }) => {
   app.get(
@@ -104,12 +127,13 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
 
       reply.hijack()
       const res = reply.raw
+      releaseFastifyListeners(res)
       const socket = request.raw.socket
       socket.setNoDelay(true)
       // Finds peers that vanished without a FIN even when nothing is being written.
       socket.setKeepAlive(true, 30_000)
       const headers: OutgoingHttpHeaders = {
-        ...(reply.getHeaders() as OutgoingHttpHeaders),
+        ...corsHeadersOf(reply.getHeaders()),
         ...STREAM_HEADERS,
       }
       res.writeHead(200, headers)

@@ -15,12 +15,39 @@ export interface SseSink {
   readonly destroyed: boolean
   cork?(): void
   uncork?(): void
-  once(event: 'close', listener: () => void): unknown
-  once(event: 'error', listener: (err: Error) => void): unknown
+  on(event: 'close', listener: () => void): unknown
+  on(event: 'error', listener: (err: Error) => void): unknown
 }
 
 /** Up to this many queued bytes are joined into one buffer before writing; more are written without copying. */
 const COPY_LIMIT = 64 * 1024
+
+/**
+ * Joins batches during one flush pass. After a broadcast burst, client after client has
+ * queued the very same frames: they then share one joined buffer instead of a copy each.
+ */
+export class JoinCache {
+  #parts: Buffer[] | null = null
+  #joined: Buffer | null = null
+
+  join(parts: Buffer[], bytes: number): Buffer {
+    const last = this.#parts
+    if (last !== null && this.#joined !== null && last.length === parts.length) {
+      let same = true
+      for (let i = 0; i < parts.length; i++) {
+        if (last[i] !== parts[i]) {
+          same = false
+          break
+        }
+      }
+      if (same) return this.#joined
+    }
+    const joined = Buffer.concat(parts, bytes)
+    this.#parts = parts
+    this.#joined = joined
+    return joined
+  }
+}
 
 /** Why a connection ended; each maps to a metric label and a log line. */
 export type DisconnectReason =
@@ -129,7 +156,7 @@ export class SseClient {
    * syscall); large ones are written buffer by buffer under cork, so the shared frames
    * are not copied per client.
    */
-  flush(): boolean {
+  flush(cache?: JoinCache): boolean {
     const pending = this.#pending
     if (pending === null || this.#closed) return true
     const bytes = this.#pendingBytes
@@ -141,7 +168,9 @@ export class SseClient {
     const sink = this.sink
     if (sink.destroyed) return false
     if (!Array.isArray(pending)) return sink.write(pending)
-    if (bytes <= COPY_LIMIT || sink.cork === undefined) return sink.write(Buffer.concat(pending, bytes))
+    if (bytes <= COPY_LIMIT || sink.cork === undefined) {
+      return sink.write(cache ? cache.join(pending, bytes) : Buffer.concat(pending, bytes))
+    }
     sink.cork()
     let ok = true
     for (const frame of pending) ok = sink.write(frame) && ok

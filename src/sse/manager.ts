@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { type DisconnectReason, SseClient, type SseSink } from './client.js'
+import { type DisconnectReason, JoinCache, SseClient, type SseSink } from './client.js'
 import { compareEventIds, createEventIdGenerator, type EventIdGenerator } from './event-id.js'
 import { encodeFrame, encodeFrameText, isValidEventId } from './frame.js'
 import type { EventHistory, ReplayWindow, StoredEvent } from './history.js'
@@ -108,6 +108,7 @@ export class SseManager {
   readonly #onSinkClose: (this: TaggedSink) => void
   #dirty: SseClient[] = []
   #flushScheduled = false
+  readonly #queueAllowance: number
   #expiring = 0
   #heartbeatTimer: NodeJS.Timeout | undefined
   #cleanupTimer: NodeJS.Timeout | undefined
@@ -131,6 +132,7 @@ export class SseManager {
       now: this.#now,
     }
     this.instanceId = this.#options.instanceId
+    this.#queueAllowance = options.maxBufferedBytes * QUEUE_ALLOWANCE
     this.#history = options.history
     this.#hooks = options.hooks ?? {}
     this.startedAt = this.#now()
@@ -196,8 +198,9 @@ export class SseManager {
     this.#register(client)
     const tagged = sink as TaggedSink
     tagged[kClient] = client
-    sink.once('close', this.#onSinkClose)
-    sink.once('error', this.#onSinkClose)
+    // `on`, not `once`: `once` allocates a wrapper per call; the handler is idempotent anyway.
+    sink.on('close', this.#onSinkClose)
+    sink.on('error', this.#onSinkClose)
 
     const lastEventId = options.lastEventId ?? null
     if (lastEventId === null || this.#history === undefined) {
@@ -483,8 +486,10 @@ export class SseManager {
         if (lastReplayed === null || compareEventIds(event.id, lastReplayed) > 0) client.write(event.frame)
       }
     }
-    // First bytes go out now, not on the next turn.
-    this.#flushClient(client)
+    // First bytes go out now, not on the next turn; a replay is judged by how fast it drains.
+    const before = client.bytesSent
+    client.flush()
+    this.#hooks.onFlush?.(client.bytesSent - before)
     this.#hooks.onConnect?.(client, info)
   }
 
@@ -495,7 +500,8 @@ export class SseManager {
       return 1
     }
     if (client.write(stored.frame)) this.#schedule(client)
-    this.#checkBuffer(client)
+    // Only the queue here, per event; the socket backlog is judged once per flush.
+    if (client.queuedBytes > this.#queueAllowance) this.#dropSlow(client)
     return 1
   }
 
@@ -515,13 +521,16 @@ export class SseManager {
   #flushNow(): void {
     const dirty = this.#dirty
     this.#dirty = []
-    for (const client of dirty) this.#flushClient(client)
+    const cache = new JoinCache()
+    for (const client of dirty) this.#flushClient(client, cache)
   }
 
-  #flushClient(client: SseClient): void {
+  #flushClient(client: SseClient, cache?: JoinCache): void {
+    // What the socket still holds from earlier turns decides whether the client keeps up.
+    this.#checkBuffer(client)
     if (client.closed) return
     const before = client.bytesSent
-    client.flush()
+    client.flush(cache)
     this.#hooks.onFlush?.(client.bytesSent - before)
   }
 
@@ -532,8 +541,13 @@ export class SseManager {
    * drains within moments for a client that reads.
    */
   #checkBuffer(client: SseClient): void {
-    const max = this.#options.maxBufferedBytes
-    if (client.socketBacklog <= max && client.queuedBytes <= max * QUEUE_ALLOWANCE) return
+    if (client.closed) return
+    if (client.socketBacklog <= this.#options.maxBufferedBytes && client.queuedBytes <= this.#queueAllowance)
+      return
+    this.#dropSlow(client)
+  }
+
+  #dropSlow(client: SseClient): void {
     this.#slowClientsDisconnected++
     this.#remove(client, 'slow')
     // A client that cannot keep up gets no goodbye: it would not read it.
