@@ -39,11 +39,6 @@ export const errors = {
     'The event name "%s" is reserved (connected, heartbeat and disconnected are sent by the service)',
     400,
   ),
-  SSE_ERR_INVALID_EVENT_NAME: createError(
-    'SSE_ERR_INVALID_EVENT_NAME',
-    'Event names are 1 to 64 letters, digits and _ - . : /',
-    400,
-  ),
   SSE_ERR_INVALID_TARGET: createError(
     'SSE_ERR_INVALID_TARGET',
     'Give exactly one target: "broadcast": true, or non-empty "userIds" and/or "clientIds"',
