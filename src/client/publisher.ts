@@ -3,6 +3,8 @@
  * events through the service. It depends on undici only, never on the server code.
  */
 import { Agent, type Dispatcher, request } from 'undici'
+// Types only: erased at run time, so the SDK loads nothing of the server.
+import type { SseStats, UserConnections } from '../sse/manager.js'
 
 export type NotificationType = 'info' | 'success' | 'warning' | 'error'
 
@@ -26,24 +28,11 @@ export interface PublishResult {
   delivered: number
 }
 
-export interface UserConnections {
-  userId: string
-  connections: number
-}
+export type { UserConnections }
 
-/** `GET /api/sse/stats`; a clustered service may add fields. */
-export interface Stats {
-  totalConnections: number
-  authenticatedConnections: number
-  anonymousConnections: number
-  uniqueUsers: number
-  users: UserConnections[]
-  eventsPublished: number
-  eventsDelivered: number
-  slowClientsDisconnected: number
-  uptimeSeconds: number
-  instanceId: string
-  startedAt: string
+/** `GET /api/sse/stats`; a clustered service adds `instances`. */
+export type Stats = SseStats & {
+  instances: { instanceId: string; connections: number; reportedAt: string }[]
   [extra: string]: unknown
 }
 
