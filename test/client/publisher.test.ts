@@ -39,8 +39,13 @@ const json = (res: ServerResponse, status: number, body: unknown, headers: Recor
 
 t.test('the SDK imports nothing from the server or Fastify', async (t) => {
   const source = readFileSync(new URL('../../src/client/publisher.ts', import.meta.url), 'utf8')
-  const imports = [...source.matchAll(/^import .* from '([^']+)'/gm)].map((m) => m[1])
-  t.same(imports, ['undici'], 'undici only')
+  const imports = [...source.matchAll(/^import (?!type ).* from '([^']+)'/gm)].map((m) => m[1])
+  t.same(imports, ['undici'], 'undici only at run time')
+  const types = [...source.matchAll(/^import type .* from '([^']+)'/gm)].map((m) => m[1])
+  t.ok(
+    types.every((from) => from?.startsWith('../sse/')),
+    'type-only imports come from the framework-free core',
+  )
 })
 
 t.test('against the real service', async (t) => {
