@@ -1,9 +1,13 @@
-// `npm run bench [-- --quick] [--repeat K] [--only service|baseline] [--scenarios 1,2,3,4,5] [--workers W]
-//                 [--connections N] [--publish-connections C] [--entry other/server.js] [--no-build] [--cpu-prof]`
+// `npm run bench [-- --quick] [--repeat K] [--only service,redis,baseline] [--scenarios 1,2,3,4,5,6]
+//                 [--workers W] [--connections N] [--publish-connections C] [--entry other/server.js]
+//                 [--no-build] [--cpu-prof]`
 // Builds the service, starts it (node dist/server.js) and the node:http baseline (bench/baseline.mjs) one
 // after the other as child processes on 127.0.0.1, drives the same five scenarios against each from
 // separate load processes (bench/load.mjs) and prints a table; bench/results.json keeps every number.
+// Scenario 6 starts two instances of the service on one Redis (BENCH_REDIS_URL, redis://127.0.0.1:6379
+// by default; skipped with a note when it does not answer) and repeats scenario 2's broadcast over both.
 import { execFileSync, fork, spawn, spawnSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -11,6 +15,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createSigner } from 'fast-jwt'
+import { createClient } from 'redis'
 import { Pool, request } from 'undici'
 import {
   CLK_TCK,
@@ -57,7 +62,7 @@ const { values: opt } = parseArgs({
     connections: { type: 'string' },
     'no-build': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: '1,2,3,4,5' },
+    scenarios: { type: 'string', default: '1,2,3,4,5,6' },
     /** Another build of the service to measure (A/B of a change), instead of dist/server.js. */
     entry: { type: 'string' },
     'publish-connections': { type: 'string', default: '64' },
@@ -128,10 +133,24 @@ const PATTERN = Buffer.from('data: {"s":')
 const PAD = 'x'.repeat(68) // data is about 100 bytes of JSON
 const logDir = mkdtempSync(join(os.tmpdir(), 'sse-bench-'))
 const children = new Set()
+const REDIS_URL = process.env.BENCH_REDIS_URL || 'redis://127.0.0.1:6379'
+/** Scenario 6's key prefixes not yet deleted from Redis: deleted on exit when the run stops early. */
+const redisPrefixes = new Set()
 
 function cleanup() {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  for (const prefix of redisPrefixes)
+    spawnSync(
+      'bash',
+      [
+        '-c',
+        'redis-cli -u "$0" --scan --pattern "$1" | xargs -r redis-cli -u "$0" DEL',
+        REDIS_URL,
+        `${prefix}*`,
+      ],
+      { stdio: 'ignore', timeout: 10_000 },
+    )
 }
 process.on('exit', cleanup)
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
@@ -215,7 +234,8 @@ function freePort() {
   })
 }
 
-async function startTarget(kind) {
+/** `name` tells instances of one kind apart (logs, messages); `extraEnv` is added to the service's. */
+async function startTarget(kind, { name = kind, extraEnv = {} } = {}) {
   const port = await freePort()
   const env = {
     PATH: process.env.PATH ?? '',
@@ -236,6 +256,7 @@ async function startTarget(kind) {
       MAX_CONNECTIONS_PER_USER: '1000',
       RATE_LIMIT_CONNECT: '0',
       RATE_LIMIT_PUBLISH: '0',
+      ...extraEnv,
     })
     if (opt['cpu-prof']) {
       const dir = join(here, 'profiles')
@@ -247,20 +268,20 @@ async function startTarget(kind) {
   } else {
     args.push(join(here, 'baseline.mjs'))
   }
-  const logFile = join(logDir, `${kind}.log`)
+  const logFile = join(logDir, `${name}.log`)
   const out = openSync(logFile, 'a')
   const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', out, out] })
   children.add(child)
   const base = `http://127.0.0.1:${port}`
   for (let i = 0; ; i++) {
     if (child.exitCode !== null)
-      throw new Error(`${kind} exited at start (${child.exitCode}); see ${logFile}`)
+      throw new Error(`${name} exited at start (${child.exitCode}); see ${logFile}`)
     try {
       const res = await request(`${base}/health`)
       await res.body.dump()
       if (res.statusCode === 200) break
     } catch {}
-    if (i > 150) throw new Error(`${kind} did not answer /health within 15 s; see ${logFile}`)
+    if (i > 150) throw new Error(`${name} did not answer /health within 15 s; see ${logFile}`)
     await sleep(100)
   }
   // A node:http server reads at most one request per connection per turn of its event loop, and a
@@ -279,8 +300,19 @@ async function startTarget(kind) {
     ),
   )
   if (pool.stats.connected < connections)
-    notes.push(`${kind}: only ${pool.stats.connected} of ${connections} publisher connections opened`)
-  return { kind, port, base, pid: child.pid, child, pool, logFile, publishFailures: 0, lastFailure: null }
+    notes.push(`${name}: only ${pool.stats.connected} of ${connections} publisher connections opened`)
+  return {
+    kind,
+    name,
+    port,
+    base,
+    pid: child.pid,
+    child,
+    pool,
+    logFile,
+    publishFailures: 0,
+    lastFailure: null,
+  }
 }
 
 async function stopTarget(target) {
@@ -348,8 +380,11 @@ async function post(target, body) {
   }
 }
 
-/** Publishes `count` events at `rate` per second (0: all at once); returns the answers' promises. */
-async function publish(target, count, rate, first, userOf) {
+/**
+ * Publishes `count` events at `rate` per second (0: all at once), alternating between `targets`;
+ * returns the answers' promises.
+ */
+async function publish(targets, count, rate, first, userOf) {
   const posts = []
   const start = performance.now()
   for (let i = 0; i < count; i++) {
@@ -357,15 +392,18 @@ async function publish(target, count, rate, first, userOf) {
       const wait = start + (i * 1000) / rate - performance.now()
       if (wait >= 1) await sleep(wait)
     }
-    posts.push(post(target, eventBody(first + i, userOf(i))))
+    posts.push(post(targets[i % targets.length], eventBody(first + i, userOf(i))))
   }
   return posts
 }
 
-function snapshot(target) {
+function snapshot(targets) {
+  const servers = targets.map((t) => ticksOf(t.pid))
   return {
     at: nowUs(),
-    server: ticksOf(target.pid),
+    server: servers.reduce((x, y) => x + y, 0),
+    servers,
+    redis: redisServer.pid === null ? 0 : ticksOf(redisServer.pid),
     workers: workers.map((w) => ticksOf(w.pid)),
     self: process.cpuUsage(),
     machine: machineTicks(),
@@ -378,17 +416,22 @@ function cpuBetween(a, b) {
   const perWorker = b.workers.map((t, i) => (t - a.workers[i]) / CLK_TCK)
   const loadS = perWorker.reduce((x, y) => x + y, 0)
   const publisherS = (b.self.user + b.self.system - a.self.user - a.self.system) / 1e6
+  const redisS = (b.redis - a.redis) / CLK_TCK
   const busyS = (b.machine.busy - a.machine.busy) / CLK_TCK
-  const otherS = Math.max(0, busyS - serverS - loadS - publisherS)
+  const otherS = Math.max(0, busyS - serverS - loadS - publisherS - redisS)
   const irqS = (b.machine.irq - a.machine.irq) / CLK_TCK
   return {
     wallS,
     serverCpuS: serverS,
     serverCpuPct: (serverS / wallS) * 100,
+    /** Per server process (scenario 6 has two). */
+    serversCpuS: b.servers.map((t, i) => (t - a.servers[i]) / CLK_TCK),
     loadCpuS: loadS,
     /** The busiest load process, in percent of one core: near 100 means the client was the bottleneck. */
     loadCpuPctMax: Math.max(...perWorker.map((s) => (s / wallS) * 100)),
     publisherCpuS: publisherS,
+    /** The local redis-server process (0 when it is not on this machine or not readable). */
+    redisCpuS: redisS,
     /** CPU used by processes other than ours (other sessions' tests): the noise. */
     otherCpuPct: (otherS / wallS) * 100,
     /** Interrupt time (mostly loopback TCP, charged to no process), in percent of one core. */
@@ -396,8 +439,13 @@ function cpuBetween(a, b) {
   }
 }
 
-/** One measured burst: arm the load processes, publish, wait until everything arrived or the timeout. */
+/**
+ * One measured burst: arm the load processes, publish, wait until everything arrived or the timeout.
+ * `target` may be a list of instances (scenario 6): the publishes then alternate between them.
+ */
 async function measure(target, { mode, count, rate, users }) {
+  const targets = Array.isArray(target) ? target : [target]
+  const failures = () => targets.reduce((n, t) => n + t.publishFailures, 0)
   const first = seq + 1
   const last = seq + count
   seq = last
@@ -405,12 +453,12 @@ async function measure(target, { mode, count, rate, users }) {
     w.send({ cmd: 'expect', mode, first, last, users, timeoutMs: P.timeoutMs }, 'armed', 'done'),
   )
   await Promise.all(pending.map((p) => p[0]))
-  const failuresBefore = target.publishFailures
-  const before = snapshot(target)
+  const failuresBefore = failures()
+  const before = snapshot(targets)
   const t0 = before.at
-  const posts = await publish(target, count, rate, first, mode === 'targeted' ? (i) => users[i] : () => null)
+  const posts = await publish(targets, count, rate, first, mode === 'targeted' ? (i) => users[i] : () => null)
   const results = await Promise.all(pending.map((p) => p[1]))
-  const after = snapshot(target)
+  const after = snapshot(targets)
   await Promise.all(posts)
   const hist = mergeHistograms(results.map((r) => r.hist))
   const sum = (key) => results.reduce((s, r) => s + r[key], 0)
@@ -440,7 +488,7 @@ async function measure(target, { mode, count, rate, users }) {
     reordered: sum('reordered'),
     connectionsShort: sum('short'),
     closedDuring: sum('unexpectedCloses'),
-    publishFailures: target.publishFailures - failuresBefore,
+    publishFailures: failures() - failuresBefore,
     p50Ms: quantileMs(hist, 0.5),
     p99Ms: quantileMs(hist, 0.99),
     maxMs: Math.max(...results.map((r) => r.maxUs)) / 1000,
@@ -496,7 +544,7 @@ async function replay(target) {
   if (anchor === null) return { error: target.lastFailure }
   const first = seq + 1
   seq += P.replayEvents
-  const answers = await Promise.all(await publish(target, P.replayEvents, 0, first, () => null))
+  const answers = await Promise.all(await publish([target], P.replayEvents, 0, first, () => null))
   const failed = answers.filter((a) => a === null).length
   const runs = []
   for (let i = 0; i < P.replayRuns; i++)
@@ -601,6 +649,218 @@ async function runTarget(kind) {
   return r
 }
 
+// ---------------------------------------------------------------- scenario 6: two instances over Redis
+/** What the benchmark knows of the Redis it uses: filled in by probeRedis() before the runs. */
+const redisServer = {
+  url: REDIS_URL.replace(/\/\/[^@/]*@/, '//***@'),
+  available: false,
+  version: null,
+  pid: null,
+}
+
+function redisClient() {
+  const client = createClient({ url: REDIS_URL, socket: { connectTimeout: 2000, reconnectStrategy: false } })
+  client.on('error', () => {})
+  return client
+}
+
+/** Whether Redis answers; its version, and its pid when it runs on this machine (for its CPU time). */
+async function probeRedis() {
+  const client = redisClient()
+  try {
+    await client.connect()
+    const info = await client.info('server')
+    redisServer.available = true
+    redisServer.version = /redis_version:(\S+)/.exec(info)?.[1] ?? null
+    const pid = Number(/process_id:(\d+)/.exec(info)?.[1])
+    const local = ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(REDIS_URL).hostname)
+    let comm = ''
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, 'utf8')
+    } catch {}
+    if (local && comm.startsWith('redis')) redisServer.pid = pid
+  } catch (err) {
+    redisServer.error = err.message || String(err)
+  } finally {
+    if (client.isOpen) client.destroy()
+  }
+}
+
+/** Deletes every key under `prefix` (SCAN + DEL); returns how many were deleted and how many are left. */
+async function deleteKeys(prefix) {
+  const client = redisClient()
+  try {
+    await client.connect()
+    let deleted = 0
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 }))
+      if (keys.length > 0) deleted += await client.del(keys)
+    let left = 0
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) left += keys.length
+    if (left === 0) redisPrefixes.delete(prefix)
+    return { deleted, left }
+  } catch (err) {
+    return { error: err.message || String(err) }
+  } finally {
+    if (client.isOpen) client.destroy()
+  }
+}
+
+async function waitReady(target) {
+  let last = ''
+  for (let i = 0; i < 150; i++) {
+    try {
+      const res = await request(`${target.base}/ready`)
+      last = await res.body.text()
+      if (res.statusCode === 200) return
+    } catch (err) {
+      last = err.message
+    }
+    await sleep(100)
+  }
+  throw new Error(`${target.name} did not answer 200 on /ready within 15 s (${last}); see ${target.logFile}`)
+}
+
+/** GET /api/sse/stats until it counts `n` connections on 2 instances (the others report every 2 s). */
+async function clusterStats(target, n) {
+  const start = Date.now()
+  let stats = null
+  let error = null
+  while (Date.now() - start < 15_000) {
+    try {
+      const res = await request(`${target.base}/api/sse/stats`, {
+        headers: { authorization: `Bearer ${publisherToken}` },
+      })
+      if (res.statusCode === 200) {
+        stats = await res.body.json()
+        error = null
+        if (stats.totalConnections === n && stats.instances.length === 2) break
+      } else error = `${res.statusCode} ${(await res.body.text()).slice(0, 200)}`
+    } catch (err) {
+      error = err.message
+    }
+    await sleep(250)
+  }
+  return {
+    asked: target.name,
+    expectedConnections: n,
+    totalConnections: stats?.totalConnections ?? null,
+    instances: stats?.instances ?? null,
+    ok: stats !== null && stats.totalConnections === n && stats.instances.length === 2,
+    waitedMs: Date.now() - start,
+    error,
+  }
+}
+
+/** Closes every connection of the load processes (the cluster's stats lag: no waiting on them). */
+async function dropConnections() {
+  await Promise.all(workers.map((w) => w.send({ cmd: 'close', keep: 0 }, 'closed')[0]))
+  await sleep(300)
+}
+
+async function runRedis() {
+  const prefix = `bench:${randomUUID()}:`
+  log(`\n== redis: starting two instances on ${redisServer.url}, prefix ${prefix}`)
+  const extraEnv = {
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+  }
+  const r = { kind: 'redis', prefix, pids: [] }
+  const targets = []
+  redisPrefixes.add(prefix)
+  try {
+    for (const name of ['redis-a', 'redis-b']) {
+      const target = await startTarget('service', { name, extraEnv })
+      targets.push(target)
+      r.pids.push(target.pid)
+    }
+    await Promise.all(targets.map(waitReady))
+
+    // Warm-up, as for one instance: not measured.
+    for (const target of targets) await openConnections(target, Math.min(25, N), 'anon')
+    for (let i = 0; i < 10; i++) await post(targets[i % 2], eventBody(0, null))
+    await sleep(200)
+    await dropConnections()
+    await sleep(500)
+
+    const halves = [Math.ceil(N / 2), Math.floor(N / 2)]
+    log(`== redis: 6 two instances, ${halves.join(' + ')} connections`)
+    const rssBefore = targets.reduce((n, t) => n + rssOf(t.pid), 0)
+    // The load processes count every connection they hold, to either instance.
+    const perInstance = []
+    let openMs = 0
+    let open = 0
+    for (const [i, target] of targets.entries()) {
+      const opened = await openConnections(target, halves[i], 'anon')
+      perInstance.push(opened.open - open)
+      open = opened.open
+      openMs += opened.ms
+    }
+    await sleep(2000)
+    const rssAfter = targets.reduce((n, t) => n + rssOf(t.pid), 0)
+    r.idle = {
+      connections: open,
+      perInstance,
+      openMs,
+      rssBeforeMiB: rssBefore / 1048576,
+      rssAfterMiB: rssAfter / 1048576,
+      bytesPerConnection: open > 0 ? (rssAfter - rssBefore) / open : null,
+    }
+    log(`   ${fmt(r.idle.bytesPerConnection)} bytes per connection (${r.idle.perInstance.join(' + ')} open)`)
+
+    log(
+      `== redis: 6 broadcast over Redis, ${P.broadcastEvents} events at ${P.broadcastRate}/s to ${open}, ` +
+        'publishes alternating between the instances',
+    )
+    r.broadcast = await measure(targets, {
+      mode: 'broadcast',
+      count: P.broadcastEvents,
+      rate: P.broadcastRate,
+    })
+    r.broadcast.connections = open
+    report(r.broadcast)
+
+    r.stats = await clusterStats(targets[0], open)
+    const per = r.stats.instances?.map((i) => fmt(i.connections)).join(' + ') ?? 'n/a'
+    log(
+      `   stats from ${r.stats.asked}: totalConnections ${fmt(r.stats.totalConnections)} (expected ${fmt(open)}), ` +
+        `${r.stats.instances?.length ?? 'n/a'} instances (${per}): ${r.stats.ok ? 'ok' : 'NOT OK'}` +
+        `${r.stats.error ? `, ${r.stats.error}` : ''}`,
+    )
+    const failures = targets.reduce((n, t) => n + t.publishFailures, 0)
+    if (failures > 0)
+      log(`   ${failures} publishes failed, last: ${targets.find((t) => t.lastFailure)?.lastFailure}`)
+    r.publishFailures = failures
+  } finally {
+    await dropConnections()
+    for (const target of targets) await stopTarget(target)
+    r.keys = await deleteKeys(prefix)
+    log(
+      r.keys.error
+        ? `   could not delete ${prefix}*: ${r.keys.error}`
+        : `   deleted ${r.keys.deleted} keys under ${prefix}${r.keys.left > 0 ? `, ${r.keys.left} left` : ''}`,
+    )
+  }
+  r.serverLogLines = 0
+  for (const target of targets) {
+    const serverLog = readFileSync(target.logFile, 'utf8').trim()
+    const lines = serverLog === '' ? 0 : serverLog.split('\n').length
+    r.serverLogLines += lines
+    if (lines > 0) log(`   ${target.name} logged ${lines} lines: ${target.logFile}`)
+  }
+  return r
+}
+
+/** Scenario 6 failing (Redis gone mid-run, an instance not ready) does not cost the other scenarios. */
+async function runRedisSafely() {
+  try {
+    return await runRedis()
+  } catch (err) {
+    log(`   scenario 6 failed: ${err.message}`)
+    notes.push(`scenario 6 failed: ${err.message}`)
+    return { kind: 'redis', error: err.message }
+  }
+}
+
 function report(m) {
   log(
     `   delivered ${m.received}/${m.expected} (lost ${m.lost}) in ${fmt(m.spanS)} s = ${fmt(m.deliveredPerSec)}/s; ` +
@@ -621,19 +881,40 @@ if (!opt['no-build']) {
   }
 }
 
-const kinds = opt.only ? [opt.only] : ['service', 'baseline']
+// service: one instance in memory (scenarios 1-5); redis: two instances on Redis (scenario 6).
+const KINDS = ['service', 'redis', 'baseline']
+let kinds = opt.only ? opt.only.split(',').map((k) => k.trim()) : KINDS
+const unknownKind = kinds.find((k) => !KINDS.includes(k))
+if (unknownKind !== undefined) {
+  process.stderr.write(`bench: --only takes ${KINDS.join(', ')} (comma-separated), not ${unknownKind}\n`)
+  process.exit(1)
+}
+if (![1, 2, 3, 4, 5].some(want)) kinds = kinds.filter((k) => k === 'redis')
+if (!want(6)) kinds = kinds.filter((k) => k !== 'redis')
+if (kinds.includes('redis')) {
+  await probeRedis()
+  if (!redisServer.available) {
+    notes.push(
+      `scenario 6 skipped: Redis at ${redisServer.url} did not answer (${redisServer.error}); ` +
+        'start one or set BENCH_REDIS_URL',
+    )
+    kinds = kinds.filter((k) => k !== 'redis')
+  } else if (!want(2) || !kinds.includes('service'))
+    notes.push('scenario 6 runs without scenario 2 of the service: no comparison with one instance')
+}
 const loadavgStart = os.loadavg()
 log(
   `bench: N=${N}, ${WORKERS} load process(es), ${os.cpus().length} CPUs, node ${process.version}, ` +
-    `load average ${loadavgStart.map((x) => x.toFixed(2)).join(' ')}${opt.quick ? ', quick' : ''}`,
+    `load average ${loadavgStart.map((x) => x.toFixed(2)).join(' ')}${opt.quick ? ', quick' : ''}` +
+    (kinds.includes('redis') ? `; Redis ${redisServer.version} at ${redisServer.url}` : ''),
 )
 for (const note of notes) log(`bench: ${note}`)
 const workers = Array.from({ length: WORKERS }, (_, i) => new LoadWorker(i))
-const runs = { service: [], baseline: [] }
+const runs = { service: [], redis: [], baseline: [] }
 for (let k = 0; k < REPEAT; k++) {
   // Alternate the order so that neither side always runs while the machine is busier.
   const order = k % 2 === 0 ? kinds : [...kinds].reverse()
-  for (const kind of order) runs[kind].push(await runTarget(kind))
+  for (const kind of order) runs[kind].push(kind === 'redis' ? await runRedisSafely() : await runTarget(kind))
 }
 stopping = true
 for (const w of workers) w.child.send({ cmd: 'exit' })
@@ -700,6 +981,79 @@ row('5 replay', `${P.replayEvents} events replayed (ms)`, 'replay.ms', {
   better: '< 1000 ms',
 })
 
+// Scenario 6: its own rows (the baseline has no Redis), then the comparison with scenario 2.
+/** Per round, how scenario 6 compares with scenario 2 of the same round; the median over the rounds. */
+function against(path, how) {
+  const values = runs.redis.map((run, k) => {
+    const get = (r) => path.split('.').reduce((o, key) => (o === undefined || o === null ? o : o[key]), r)
+    const one = get(runs.service[k])
+    const two = get(run)
+    if (!has(one) || !has(two)) return null
+    return how === 'ratio' ? ratio(two, one) : two - one
+  })
+  return median(values)
+}
+const signed = (x) => (has(x) ? `${x >= 0 ? '+' : ''}${fmt(x)}` : 'n/a')
+const redisComparison = {}
+if (runs.redis.length > 0) {
+  const S = '6 redis x2'
+  const redisRow = (metric, path) => rows.push([S, metric, fmt(pick('redis', path)), '', '', '', ''])
+  redisRow('delivered events/s', 'broadcast.deliveredPerSec')
+  redisRow('latency p50 (ms)', 'broadcast.p50Ms')
+  redisRow('latency p99 (ms)', 'broadcast.p99Ms')
+  redisRow('latency max (ms)', 'broadcast.maxMs')
+  redisRow('server CPU, both instances (s)', 'broadcast.cpu.serverCpuS')
+  redisRow('server CPU per delivery (µs)', 'broadcast.serverCpuUsPerDelivery')
+  redisRow('redis-server CPU (s)', 'broadcast.cpu.redisCpuS')
+  redisRow('events lost', 'broadcast.lost')
+  redisRow('events duplicated', 'broadcast.duplicates')
+  redisRow('load client CPU (% core)', 'broadcast.cpu.loadCpuPctMax')
+  const statsOk = runs.redis.every((run) => run.stats?.ok === true)
+  const statsValue = `${fmt(pick('redis', 'stats.totalConnections'))} on ${fmt(median(runs.redis.map((run) => run.stats?.instances?.length)))}`
+  const statsWanted = `${fmt(pick('redis', 'idle.connections'))} on 2`
+  rows.push([
+    S,
+    'stats: connections on instances',
+    statsValue,
+    '',
+    '',
+    `== ${statsWanted}`,
+    statsOk ? 'yes' : 'NO',
+  ])
+  checks.push({
+    scenario: S,
+    metric: 'GET /api/sse/stats: totalConnections == N on 2 instances',
+    service: runs.redis.map((run) => run.stats),
+    target: `== ${statsWanted}`,
+    pass: statsOk,
+  })
+  Object.assign(redisComparison, {
+    extraP50Ms: against('broadcast.p50Ms', 'diff'),
+    extraP99Ms: against('broadcast.p99Ms', 'diff'),
+    extraMaxMs: against('broadcast.maxMs', 'diff'),
+    deliveredPerSecRatio: against('broadcast.deliveredPerSec', 'ratio'),
+    serverCpuRatio: against('broadcast.cpu.serverCpuS', 'ratio'),
+  })
+  rows.push([
+    'redis extra latency',
+    'p50 (ms): 2 on Redis - 1 in memory',
+    signed(redisComparison.extraP50Ms),
+    '',
+    '',
+    '',
+    '',
+  ])
+  rows.push([
+    'redis extra latency',
+    'p99 (ms): 2 on Redis - 1 in memory',
+    signed(redisComparison.extraP99Ms),
+    '',
+    '',
+    '',
+    '',
+  ])
+}
+
 const noise = ['broadcast', 'saturation', 'targeted'].flatMap((sc) =>
   Object.keys(runs).flatMap((kind) => runs[kind].map((run) => run[sc]?.cpu?.otherCpuPct)),
 )
@@ -712,6 +1066,33 @@ log(
       .map((x) => x.toFixed(2))
       .join(' ')} at end`,
 )
+if (runs.redis.length > 0) {
+  const compare = [
+    ['delivered events/s', 'broadcast.deliveredPerSec', 'ratio'],
+    ['latency p50 (ms)', 'broadcast.p50Ms', 'diff'],
+    ['latency p99 (ms)', 'broadcast.p99Ms', 'diff'],
+    ['latency max (ms)', 'broadcast.maxMs', 'diff'],
+    ['first recipient (ms, median)', 'broadcast.firstRecipientMsMedian', 'diff'],
+    ['fan-out (ms, median)', 'broadcast.fanoutMsMedian', 'diff'],
+    ['server CPU (s)', 'broadcast.cpu.serverCpuS', 'ratio'],
+    ['server CPU per delivery (µs)', 'broadcast.serverCpuUsPerDelivery', 'ratio'],
+    ['events lost', 'broadcast.lost', 'diff'],
+    ['events duplicated', 'broadcast.duplicates', 'diff'],
+  ].map(([metric, path, how]) => {
+    const change = against(path, how)
+    return [
+      metric,
+      fmt(pick('service', path)),
+      fmt(pick('redis', path)),
+      how === 'ratio' ? (has(change) ? `${fmt(change)}x` : 'n/a') : signed(change),
+    ]
+  })
+  log(
+    `\nscenario 6 next to scenario 2 (${fmt(pick('redis', 'broadcast.connections'))} connections, ` +
+      `${P.broadcastEvents} events at ${P.broadcastRate}/s, publishes alternating between the two instances):`,
+  )
+  log(table(compare, ['metric', '1 instance, in memory', '2 instances, Redis', 'Redis adds']))
+}
 for (const note of notes) log(`note: ${note}`)
 
 const git = (args) => {
@@ -734,6 +1115,8 @@ const results = {
   workers: WORKERS,
   repeat: REPEAT,
   parameters: P,
+  redis: kinds.includes('redis') || redisServer.error ? redisServer : null,
+  redisComparison: runs.redis.length > 0 ? redisComparison : null,
   notes,
   loadavg: { start: loadavgStart, end: os.loadavg() },
   checks,

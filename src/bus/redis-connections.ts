@@ -91,6 +91,11 @@ export class RedisConnections {
     return { ready: false, reason: this.#lastError ?? 'redis: connecting' }
   }
 
+  /** Marks a deliberate shutdown, so that connections ending from here on are not reported as an outage. */
+  closing(): void {
+    this.#state = 'closed'
+  }
+
   async close(): Promise<void> {
     this.#state = 'closed'
     await Promise.all(

@@ -213,6 +213,7 @@ export class Cluster {
 
   async close(): Promise<void> {
     clearInterval(this.#timer)
+    this.#redis?.connections.closing()
     if (this.#redis !== null) await this.#redis.presence.close()
     await this.bus.close()
     if (this.#redis !== null) await this.#redis.connections.close()
