@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util'
 import { createParser } from 'eventsource-parser'
 import { createSigner } from 'fast-jwt'
 import { Pool, request } from 'undici'
+import { compareEventIds } from '../src/sse/event-id.js'
 
 const { values } = parseArgs({
   options: {
@@ -215,11 +216,7 @@ for (let i = 0; i < 100; i++) {
 }
 await new Promise((r) => setTimeout(r, 1500))
 
-const compare = (a: string, b: string) => {
-  const [am, as] = a.split('-').map(Number) as [number, number]
-  const [bm, bs] = b.split('-').map(Number) as [number, number]
-  return am - bm || as - bs
-}
+const compare = compareEventIds
 let lost = 0
 let duplicated = 0
 let outOfOrder = 0

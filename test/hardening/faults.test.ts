@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import t, { type Test } from 'tap'
+import { compareEventIds } from '../../src/sse/event-id.js'
 import {
   freePort,
   OwnRedis,
@@ -24,12 +25,6 @@ const noServer = (await redisServerAvailable())
   ? false
   : 'redis-server is not installed (apt-get install -y redis-server)'
 const noRedis = await skipWithoutRedis()
-
-const compare = (a: string, b: string) => {
-  const [am, as] = a.split('-').map(Number) as [number, number]
-  const [bm, bs] = b.split('-').map(Number) as [number, number]
-  return am - bm || as - bs
-}
 
 const ids = (s: Stream, event: string) => s.named(event).map((e) => e.id as string)
 
@@ -201,7 +196,7 @@ t.test(
       const hello = await again.waitFor((e) => e.event === 'connected')
       t.match(hello.json, { recovered: true }, `client ${i} recovered`)
       const final = accepted[accepted.length - 1] as string
-      if (compare(lastId, final) < 0) await again.waitFor((e) => e.id === final, 10_000)
+      if (compareEventIds(lastId, final) < 0) await again.waitFor((e) => e.id === final, 10_000)
       const union = [...got, ...ids(again, 'burst')]
       t.same(union, accepted, `client ${i}: before + replayed = every event, once, in order`)
       again.close()
