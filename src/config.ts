@@ -297,7 +297,7 @@ export function loadConfig(env: Env = {}): Config {
     maxDataDepth: int(env, 'MAX_DATA_DEPTH', 32, 1, 1000),
     rateLimitWindowMs: int(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1000),
     rateLimitPublish: int(env, 'RATE_LIMIT_PUBLISH', 60_000, 0),
-    rateLimitConnect: int(env, 'RATE_LIMIT_CONNECT', 600, 0),
+    rateLimitConnect: int(env, 'RATE_LIMIT_CONNECT', 60_000, 0),
     redisUrl: redisUrl(env),
     redisPrefix: redisPrefix(env),
     redisConnectTimeoutMs: int(env, 'REDIS_CONNECT_TIMEOUT_MS', 5_000, 0, 600_000),
