@@ -65,17 +65,20 @@ export function toJson(data: unknown): string {
   return JSON.stringify(data) ?? 'null'
 }
 
-/** Encodes one event as text. */
+/**
+ * Encodes one event as text. Field order: `retry`, `event`, `id`, `data` (parsers do not
+ * care; people reading a stream see each event's name first).
+ */
 export function encodeFrameText(fields: FrameFields): string {
   let out = ''
   if (fields.retry !== undefined) out += `retry: ${Math.max(0, Math.floor(fields.retry))}\n`
+  assertSingleLine('event', fields.event)
+  out += `event: ${fields.event}\n`
   if (fields.id !== undefined) {
     assertSingleLine('id', fields.id)
     if (fields.id.includes('\0')) throw new TypeError('SSE id must not contain NUL')
     out += `id: ${fields.id}\n`
   }
-  assertSingleLine('event', fields.event)
-  out += `event: ${fields.event}\n`
   out += dataLines(toJson(fields.data))
   return `${out}\n`
 }

@@ -51,7 +51,7 @@ t.test('RedisHistory', { skip }, async (t) => {
         [three, { clientIds: ['c1'] }],
       ],
     )
-    t.match(window.events[0]?.frame.toString(), `id: ${two}\nevent: e\ndata: {"n":1}\n\n`)
+    t.match(window.events[0]?.frame.toString(), `event: e\nid: ${two}\ndata: {"n":1}\n\n`)
     t.same(await history.since(three), { recovered: true, events: [] }, 'the newest id: nothing missed')
     t.equal(history.latestId(), three)
     history.append()

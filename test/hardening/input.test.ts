@@ -149,7 +149,7 @@ t.test('hostile and broken input gets its documented answer; others keep receivi
   t.match(oldText, /^HTTP\/1\.1 200/)
   t.notMatch(oldText, /transfer-encoding: chunked/i)
   t.match(oldText, /event: connected\n/)
-  t.match(oldText, /event: for-old\ndata: \{"v":1\}\n\n/)
+  t.match(oldText, /event: for-old\nid: \d+-\d+\ndata: \{"v":1\}\n\n/)
 
   // Pipelined requests are answered in order.
   const body = JSON.stringify({ event: 'piped', data: 1, broadcast: true })

@@ -61,7 +61,7 @@ t.test('a frame is event, data and a blank line', async (t) => {
   t.equal(encodeFrameText({ event: 'hello', data: { a: 1 } }), 'event: hello\ndata: {"a":1}\n\n')
   t.equal(
     encodeFrameText({ event: 'hello', data: 'x', id: '1700000000000-3', retry: 2500 }),
-    'retry: 2500\nid: 1700000000000-3\nevent: hello\ndata: "x"\n\n',
+    'retry: 2500\nevent: hello\nid: 1700000000000-3\ndata: "x"\n\n',
     'retry first, then id, then event and data',
   )
 })
