@@ -64,7 +64,7 @@ t.test(
     const c = await fresh.waitFor((e) => e.event === 'connected')
     t.match(c.json, { lastEventId: id2, recovered: false, replayed: 0 })
     t.equal(c.id, id2, 'the connected event sets the id a reconnect resumes from')
-  t.match(fresh.text, /^retry: \d+\nevent: connected\nid: /, 'first bytes: retry, then event: connected')
+    t.match(fresh.text, /^retry: \d+\nevent: connected\nid: /, 'first bytes: retry, then event: connected')
     fresh.close()
 
     const resumed = await openStream(url, { query: { lastEventId: id1 } })
