@@ -1,4 +1,5 @@
 import { Type } from 'typebox'
+import { EVENT_NAME_PATTERN } from './sse/frame.js'
 
 /** Fastify's error shape, used by every route's error responses. */
 export const ErrorResponse = Type.Object(
@@ -20,5 +21,6 @@ export function errorResponses(...statuses: number[]): Record<number, typeof err
   return out
 }
 
-export const EVENT_NAME_SOURCE = '^[A-Za-z0-9_\\-.:/]{1,64}$'
+/** The event-name rule of the wire encoder, as a JSON-schema pattern. */
+export const EVENT_NAME_SOURCE = EVENT_NAME_PATTERN.source
 export const MAX_TARGET_IDS = 1000

@@ -1,5 +1,4 @@
 import { timingSafeEqual } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
@@ -26,16 +25,6 @@ export interface SseMetrics {
   readonly registry: Registry
   /** Observers to hand to the connection manager (`ssePlugin`'s `hooks`). */
   readonly hooks: SseManagerHooks
-}
-
-function requestedEventId(req: IncomingMessage | undefined): string | null {
-  if (req === undefined) return null
-  const header = req.headers['last-event-id']
-  if (typeof header === 'string' && header !== '') return header
-  const url = req.url ?? ''
-  const q = url.indexOf('?')
-  if (q === -1) return null
-  return new URLSearchParams(url.slice(q + 1)).get('lastEventId') || null
 }
 
 /**
@@ -95,11 +84,8 @@ export function createSseMetrics(): SseMetrics {
     onConnect(client, info) {
       connects.labels(client.anonymous ? 'anonymous' : 'authenticated').inc()
       if (info.replayed > 0) replayed.inc(info.replayed)
-      // The manager reports where the stream resumes, not what the client asked for: the
-      // request behind the stream says whether a resume was asked for at all.
-      if (!info.recovered && requestedEventId((client.sink as { req?: IncomingMessage }).req) !== null) {
-        recoveryFailures.inc()
-      }
+      // A failed recovery: the client asked to resume and the history could not serve it.
+      if (!info.recovered && info.requestedLastEventId !== null) recoveryFailures.inc()
     },
     onDisconnect(_client, reason) {
       disconnects.labels(DISCONNECT_LABELS[reason] ?? 'client').inc()

@@ -114,11 +114,6 @@ export class SseClient {
     return this.#closed
   }
 
-  /** Bytes accepted but not yet on the wire: queued here plus buffered by the socket. */
-  get bufferedBytes(): number {
-    return this.#pendingBytes + (this.#closed ? 0 : this.sink.writableLength)
-  }
-
   /** Bytes queued here, not yet handed to the socket. */
   get queuedBytes(): number {
     return this.#pendingBytes
@@ -127,10 +122,6 @@ export class SseClient {
   /** Bytes handed to the socket that it has not sent yet. */
   get socketBacklog(): number {
     return this.#closed ? 0 : this.sink.writableLength
-  }
-
-  get hasPending(): boolean {
-    return this.#pending !== null
   }
 
   /**

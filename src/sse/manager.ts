@@ -40,6 +40,9 @@ export interface ConnectOptions {
 }
 
 export interface ConnectInfo {
+  /** The `Last-Event-ID` the client sent, when it sent one (unvalidated), else null. */
+  readonly requestedLastEventId: string | null
+  /** The newest id this stream is caught up to. */
   readonly lastEventId: string | null
   readonly recovered: boolean
   readonly replayed: number
@@ -459,6 +462,7 @@ export class SseManager {
     // A client-sent id is echoed only when well formed: it came from outside.
     const latest = lastReplayed ?? this.latestEventId() ?? (isValidEventId(requestedId) ? requestedId : null)
     const info: ConnectInfo = {
+      requestedLastEventId: requestedId,
       lastEventId: latest,
       recovered: window?.recovered ?? false,
       replayed,
