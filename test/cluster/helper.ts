@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from 'node:child_process'
 import type { Test } from 'tap'
 import type { Config } from '../../src/config.js'
 import { TEST_REDIS_URL, uniquePrefix } from '../bus/redis.js'
@@ -43,4 +44,43 @@ export function clientIdOf(stream: Stream): string {
   const connected = stream.events.find((e) => e.event === 'connected')
   if (connected === undefined) throw new Error('no connected event yet')
   return (connected.json as { clientId: string }).clientId
+}
+
+export interface Proc {
+  child: ChildProcess
+  url: string
+  output: () => string
+}
+
+/** Starts `src/server.ts` as a real process and resolves once it listens. */
+export async function startServer(t: Test, env: Record<string, string>): Promise<Proc> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('../..', import.meta.url).pathname,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let output = ''
+  child.stdout?.on('data', (chunk) => {
+    output += String(chunk)
+  })
+  child.stderr?.on('data', (chunk) => {
+    output += String(chunk)
+  })
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line within 20 s:\n${output}`)), 20_000)
+    const check = () => {
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
+      if (match?.[1]) {
+        clearTimeout(timer)
+        child.stdout?.off('data', check)
+        resolve(match[1])
+      }
+    }
+    child.stdout?.on('data', check)
+    child.once('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)))
+  })
+  return { child, url, output: () => output }
 }

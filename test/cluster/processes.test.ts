@@ -1,49 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { skipWithoutRedis, TEST_REDIS_URL, uniquePrefix } from '../bus/redis.js'
 import { ADMIN, eventually, get, mint, openStream, SECRET } from '../helper.js'
-import { publish, published } from './helper.js'
+import { publish, published, startServer as start } from './helper.js'
 
 const skip = await skipWithoutRedis()
-
-interface Proc {
-  child: ChildProcess
-  url: string
-  output: () => string
-}
-
-/** Starts `src/server.ts` as a real process and resolves once it listens. */
-async function start(t: Test, env: Record<string, string>): Promise<Proc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('../..', import.meta.url).pathname,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let output = ''
-  child.stdout?.on('data', (chunk) => {
-    output += String(chunk)
-  })
-  child.stderr?.on('data', (chunk) => {
-    output += String(chunk)
-  })
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line within 20 s:\n${output}`)), 20_000)
-    const check = () => {
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (match?.[1]) {
-        clearTimeout(timer)
-        child.stdout?.off('data', check)
-        resolve(match[1])
-      }
-    }
-    child.stdout?.on('data', check)
-    child.once('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)))
-  })
-  return { child, url, output: () => output }
-}
 
 t.test('two real processes on one Redis, talking over HTTP', { skip, timeout: 60_000 }, async (t) => {
   const prefix = uniquePrefix(t)

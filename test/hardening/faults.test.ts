@@ -1,5 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { compareEventIds } from '../../src/sse/event-id.js'
 import {
   freePort,
@@ -9,6 +8,7 @@ import {
   TEST_REDIS_URL,
   uniquePrefix,
 } from '../bus/redis.js'
+import { startServer } from '../cluster/helper.js'
 import {
   eventually,
   mint,
@@ -104,37 +104,6 @@ t.test(
     }
   },
 )
-
-interface Proc {
-  child: ChildProcess
-  url: string
-}
-
-async function startServer(t: Test, env: Record<string, string>): Promise<Proc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let output = ''
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not listening after 30 s:\n${output}`)), 30_000)
-    const onData = (chunk: Buffer) => {
-      output += String(chunk)
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (match?.[1]) {
-        clearTimeout(timer)
-        resolve(match[1])
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)))
-  })
-  return { child, url }
-}
 
 t.test(
   'SIGTERM during a broadcast: each client ends cleanly and a reconnect elsewhere loses nothing',
