@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES } from 'node:http'
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import cors from '@fastify/cors'
 import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import type { Config } from './config.js'
+import type { Config, TrustProxy } from './config.js'
 import { errors } from './errors.js'
 import { createLogger, redactUrl } from './logger.js'
 import { authPlugin } from './plugins/auth.js'
@@ -46,6 +47,78 @@ function corsOptions(config: Config) {
   }
 }
 
+/** A client-sent request id is kept only when it is short and plain; anything else gets a fresh one. */
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
+
+export function requestIdOf(request: IncomingMessage): string {
+  const sent = request.headers['x-request-id']
+  return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID()
+}
+
+/**
+ * Fastify takes addresses as they are but treats a bare hop count as "trust nobody"; a
+ * count is given to it as the function proxy-addr would build: the nearest N hops.
+ */
+function trustProxyOption(trust: TrustProxy): false | string[] | ((address: string, hop: number) => boolean) {
+  if (trust === false) return false
+  if (typeof trust === 'number') return (_address, hop) => hop < trust
+  return [...trust]
+}
+
+/** How often Node looks for requests past REQUEST_TIMEOUT_MS: a tenth of it, within 100 ms to 5 s. */
+function checkingInterval(timeoutMs: number): number {
+  return Math.min(5000, Math.max(100, Math.floor(timeoutMs / 10)))
+}
+
+/**
+ * Answers what Node reports on a raw socket (a request past REQUEST_TIMEOUT_MS, a malformed or
+ * oversized head) with the service's JSON error shape, once, then closes the socket.
+ */
+function clientErrorHandler(this: FastifyInstance, err: Error, socket: Socket): void {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ECONNRESET' || socket.destroyed) return
+  const timeout = code === 'ERR_HTTP_REQUEST_TIMEOUT'
+  const status = timeout ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
+  const failure = timeout ? new errors.SSE_ERR_REQUEST_TIMEOUT() : new errors.SSE_ERR_BAD_REQUEST()
+  this.log.info({ err: { code, message: err.message }, statusCode: status }, 'request rejected')
+  // A response already on its way (a 404 or 401 answered before the body finished) cannot be
+  // followed by another one on the same socket: just close it.
+  const pending = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  if (socket.writable && (pending == null || !pending.headersSent)) {
+    const body = JSON.stringify({
+      statusCode: status,
+      error: STATUS_CODES[status],
+      message: failure.message,
+      code: failure.code,
+    })
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    )
+  }
+  socket.destroy()
+}
+
+/** Says at startup which permissive defaults are in force, and which are not. */
+function warnAboutDefaults(app: FastifyInstance, config: Config): void {
+  if (config.devLogin) {
+    app.log.warn(
+      config.jwt.ephemeral
+        ? 'DEV_LOGIN is on (the default with a generated secret): POST /api/dev/token mints tokens for anyone'
+        : 'DEV_LOGIN=true: POST /api/dev/token mints tokens signed with JWT_SECRET for anyone who asks',
+    )
+  } else if (!config.production && config.jwt.secret !== undefined && !config.jwt.ephemeral) {
+    app.log.info('DEV_LOGIN is off: a JWT key is configured (set DEV_LOGIN=true to mint dev tokens)')
+  }
+  if (config.corsOrigins.includes('*')) {
+    app.log.warn('CORS_ORIGINS is "*": any web page may open streams and call the API (without credentials)')
+  } else if (config.corsOrigins.length === 0) {
+    app.log.warn('CORS_ORIGINS is unset: no other origin may call the service (set it to the app origins)')
+  }
+  if (config.production && config.metricsToken === null) {
+    app.log.warn('METRICS_TOKEN is unset: GET /metrics is open to anyone who can reach this instance')
+  }
+}
+
 /** Builds the service from a config object. Tests call this; `server.ts` adds env and listening. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -53,14 +126,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       base: options.loggerInstance,
       pretty: options.prettyLogs ?? false,
     }),
-    trustProxy: config.trustProxy,
+    trustProxy: trustProxyOption(config.trustProxy),
+    // A request (headers and body) must arrive whole within this; a stream, once its GET has
+    // arrived, is not a request in progress and is never cut by it.
+    requestTimeout: config.requestTimeoutMs,
+    http: {
+      requestTimeout: config.requestTimeoutMs,
+      ...(config.requestTimeoutMs > 0
+        ? { connectionsCheckingInterval: checkingInterval(config.requestTimeoutMs) }
+        : {}),
+    },
     // Streams are ended in preClose; whatever is left (a preconnect that never sent a request,
     // an idle keep-alive socket) must not hold a graceful shutdown open until it times out.
     forceCloseConnections: true,
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    genReqId: requestIdOf,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    clientErrorHandler,
   }) as unknown as FastifyInstance
+  warnAboutDefaults(app, config)
 
   app.addSchema(ErrorResponse)
 
@@ -76,8 +160,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const status =
       err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
-    const known =
-      typeof err.code === 'string' && (err.code.startsWith('SSE_ERR_') || err.code.startsWith('FST_'))
+    const code = typeof err.code === 'string' ? err.code : ''
+    // A 5xx says nothing of its cause unless it is one of this service's own, fixed messages.
+    const known = code.startsWith('SSE_ERR_') || (status < 500 && code.startsWith('FST_'))
     if (status >= 500 && !known) {
       request.log.error({ err }, 'request failed')
       const internal = new errors.SSE_ERR_INTERNAL()

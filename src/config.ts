@@ -1,4 +1,5 @@
 import { createPublicKey, randomBytes } from 'node:crypto'
+import { isIP } from 'node:net'
 import { ConfigError } from './errors.js'
 
 export type JwtAlgorithm =
@@ -34,9 +35,17 @@ export interface Config {
   readonly host: string
   readonly logLevel: (typeof LOG_LEVELS)[number]
   readonly production: boolean
-  /** Allowed browser origins; `['*']` allows any origin without credentials. */
+  /**
+   * Allowed browser origins; `['*']` allows any origin without credentials; empty allows no
+   * cross-origin caller (the default once a key is configured and CORS_ORIGINS is unset).
+   */
   readonly corsOrigins: readonly string[]
-  readonly trustProxy: boolean
+  /** Whom to believe about `X-Forwarded-For`: nobody, the nearest N hops, or these proxies. */
+  readonly trustProxy: TrustProxy
+  /** How long a request may take to arrive whole (headers and body); 0 for no limit. Streams are not cut. */
+  readonly requestTimeoutMs: number
+  /** The most bytes of missed events one connection is replayed; past it nothing is (`recovered: false`). */
+  readonly replayMaxBytes: number
   readonly jwt: JwtConfig
   readonly allowAnonymous: boolean
   readonly heartbeatIntervalMs: number
@@ -73,7 +82,15 @@ export interface Config {
   readonly metricsToken: string | null
 }
 
+/** `false`, a hop count, or the addresses/CIDRs of the proxies in front (Fastify's `trustProxy`). */
+export type TrustProxy = false | number | readonly string[]
+
 type Env = Record<string, string | undefined>
+
+/** `NODE_ENV=production` in any letter case: a deployment must not fall into development by a typo. */
+export function isProduction(env: Env): boolean {
+  return (env.NODE_ENV ?? '').trim().toLowerCase() === 'production'
+}
 
 /** Whether a variable is set to something other than blank. */
 function present(env: Env, name: string): string | undefined {
@@ -221,23 +238,69 @@ function redisPrefix(env: Env): string {
   return raw
 }
 
-/** The dev login signs tokens for anyone who asks: on by default outside production, refused in it. */
-function devLogin(env: Env, production: boolean): boolean {
-  const withKey = present(env, 'JWT_PUBLIC_KEY') !== undefined
-  const enabled = bool(env, 'DEV_LOGIN', !production && !withKey)
+/**
+ * The dev login signs tokens for anyone who asks. On by default only when the service made
+ * its own throwaway secret; with a configured secret it must be asked for (DEV_LOGIN=true);
+ * never in production, and never with a public key (nothing to sign with).
+ */
+function devLogin(env: Env, production: boolean, jwt: JwtConfig): boolean {
+  const enabled = bool(env, 'DEV_LOGIN', !production && jwt.ephemeral)
   if (enabled && production) {
     throw new ConfigError(
       'DEV_LOGIN',
       'mints tokens for anyone and cannot be enabled when NODE_ENV=production',
     )
   }
-  if (enabled && withKey) {
+  if (enabled && jwt.publicKey !== undefined) {
     throw new ConfigError(
       'DEV_LOGIN',
       'needs JWT_SECRET to sign tokens; with JWT_PUBLIC_KEY it must stay off',
     )
   }
   return enabled
+}
+
+const NAMED_PROXY_RANGES = ['loopback', 'linklocal', 'uniquelocal']
+
+/** TRUST_PROXY: `true` would let any client choose its own address through X-Forwarded-For. */
+function trustProxy(env: Env): TrustProxy {
+  const raw = present(env, 'TRUST_PROXY')?.trim()
+  if (raw === undefined) return false
+  const lower = raw.toLowerCase()
+  if (['false', 'no', 'off', '0'].includes(lower)) return false
+  if (['true', 'yes', 'on'].includes(lower)) {
+    throw new ConfigError(
+      'TRUST_PROXY',
+      'true would trust every hop, so any client could pick the address that per-IP limits and logs see ' +
+        'by sending X-Forwarded-For; give the number of proxies in front (1) or their addresses/CIDRs ' +
+        '(10.0.0.0/8,127.0.0.1)',
+    )
+  }
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw)
+    if (hops > 32) throw new ConfigError('TRUST_PROXY', `a hop count must be 1 to 32, got ${hops}`)
+    return hops
+  }
+  const entries = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+  for (const entry of entries) {
+    if (NAMED_PROXY_RANGES.includes(entry)) continue
+    const slash = entry.indexOf('/')
+    const address = slash === -1 ? entry : entry.slice(0, slash)
+    const family = isIP(address)
+    const bits = slash === -1 ? undefined : entry.slice(slash + 1)
+    const maxBits = family === 6 ? 128 : 32
+    const badBits = bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > maxBits)
+    if (family === 0 || badBits) {
+      throw new ConfigError(
+        'TRUST_PROXY',
+        `"${entry}" is not an address or CIDR (use false, a hop count, or e.g. 10.0.0.0/8,::1)`,
+      )
+    }
+  }
+  return Object.freeze(entries)
 }
 
 function metricsToken(env: Env): string | null {
@@ -251,13 +314,16 @@ function metricsToken(env: Env): string | null {
 
 /** Reads and validates the environment once. A bad value throws a ConfigError naming the variable. */
 export function loadConfig(env: Env = {}): Config {
-  const production = env.NODE_ENV === 'production'
+  const production = isProduction(env)
   const logLevel = (present(env, 'LOG_LEVEL')?.trim() ?? 'info') as Config['logLevel']
   if (!LOG_LEVELS.includes(logLevel))
     throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
+  const jwt = loadJwt(env, production)
 
-  const corsOrigins = list(env, 'CORS_ORIGINS') ?? (production ? undefined : ['*'])
-  if (corsOrigins === undefined || corsOrigins.length === 0) {
+  // Any origin by default only in the throwaway development setup; with a real key, no
+  // cross-origin caller until CORS_ORIGINS names them; in production it must be set.
+  const corsOrigins = list(env, 'CORS_ORIGINS') ?? (production ? undefined : jwt.ephemeral ? ['*'] : [])
+  if (corsOrigins === undefined || (production && corsOrigins.length === 0)) {
     throw new ConfigError(
       'CORS_ORIGINS',
       'is required when NODE_ENV=production (a comma-separated list of origins)',
@@ -279,8 +345,10 @@ export function loadConfig(env: Env = {}): Config {
     logLevel,
     production,
     corsOrigins: Object.freeze(corsOrigins),
-    trustProxy: bool(env, 'TRUST_PROXY', false),
-    jwt: loadJwt(env, production),
+    trustProxy: trustProxy(env),
+    requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 0, 3_600_000),
+    replayMaxBytes: int(env, 'REPLAY_MAX_BYTES', 4 * 1024 * 1024, 0),
+    jwt,
     allowAnonymous: bool(env, 'ALLOW_ANONYMOUS', true),
     heartbeatIntervalMs: int(env, 'HEARTBEAT_INTERVAL_MS', 15_000, 0),
     clientRetryMs: int(env, 'CLIENT_RETRY_MS', 3_000, 0),
@@ -302,7 +370,7 @@ export function loadConfig(env: Env = {}): Config {
     redisPrefix: redisPrefix(env),
     redisConnectTimeoutMs: int(env, 'REDIS_CONNECT_TIMEOUT_MS', 5_000, 0, 600_000),
     statsReportIntervalMs: int(env, 'STATS_REPORT_INTERVAL_MS', 2_000, 100, 60_000),
-    devLogin: devLogin(env, production),
+    devLogin: devLogin(env, production, jwt),
     metricsToken: metricsToken(env),
   })
 }

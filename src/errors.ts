@@ -52,9 +52,15 @@ export const errors = {
   ),
   SSE_ERR_BUS_UNAVAILABLE: createError(
     'SSE_ERR_BUS_UNAVAILABLE',
-    'The event bus (Redis) is unavailable, so this cannot reach every instance: %s; retry shortly',
+    'The event bus is unavailable (%s), so this cannot reach every instance; retry shortly',
     503,
   ),
+  SSE_ERR_REQUEST_TIMEOUT: createError(
+    'SSE_ERR_REQUEST_TIMEOUT',
+    'The request did not arrive whole within the request timeout',
+    408,
+  ),
+  SSE_ERR_BAD_REQUEST: createError('SSE_ERR_BAD_REQUEST', 'The request is malformed', 400),
   SSE_ERR_NOT_FOUND: createError('SSE_ERR_NOT_FOUND', 'Route %s not found', 404),
   SSE_ERR_INTERNAL: createError('SSE_ERR_INTERNAL', 'Internal server error', 500),
 } as const

@@ -77,7 +77,7 @@ t.test('values are read and trimmed', async (t) => {
     HOST: ' 127.0.0.1 ',
     LOG_LEVEL: 'debug',
     CORS_ORIGINS: 'https://a.example.com, http://b.test:8080 ,',
-    TRUST_PROXY: 'yes',
+    TRUST_PROXY: ' 10.0.0.0/8, 127.0.0.1 ',
     JWT_SECRET: SECRET,
     JWT_ISSUER: ' https://issuer.test ',
     JWT_AUDIENCE: 'sse',
@@ -97,7 +97,7 @@ t.test('values are read and trimmed', async (t) => {
     host: '127.0.0.1',
     logLevel: 'debug',
     corsOrigins: ['https://a.example.com', 'http://b.test:8080'],
-    trustProxy: true,
+    trustProxy: ['10.0.0.0/8', '127.0.0.1'],
     allowAnonymous: false,
     heartbeatIntervalMs: 5000,
     clientRetryMs: 100,
@@ -164,7 +164,8 @@ t.test('every bad number names its variable', async (t) => {
 t.test('every other bad value names its variable', async (t) => {
   refuses(t, { LOG_LEVEL: 'loud' }, 'LOG_LEVEL')
   refuses(t, { ALLOW_ANONYMOUS: 'maybe' }, 'ALLOW_ANONYMOUS')
-  refuses(t, { TRUST_PROXY: '2' }, 'TRUST_PROXY')
+  refuses(t, { TRUST_PROXY: 'true' }, 'TRUST_PROXY', /every hop/)
+  refuses(t, { TRUST_PROXY: '10.0.0.300' }, 'TRUST_PROXY')
   refuses(t, { CORS_ORIGINS: 'app.example.com' }, 'CORS_ORIGINS')
   refuses(t, { CORS_ORIGINS: 'null' }, 'CORS_ORIGINS', /not an origin/)
   refuses(t, { CORS_ORIGINS: 'https://a.test/path' }, 'CORS_ORIGINS')

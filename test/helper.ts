@@ -14,7 +14,14 @@ interface Teardown {
 }
 
 export function testConfig(overrides: Partial<Config> = {}, env: Record<string, string> = {}): Config {
-  const base = loadConfig({ NODE_ENV: 'test', JWT_SECRET: SECRET, LOG_LEVEL: 'silent', ...env })
+  // The dev login is asked for explicitly, as a developer with a configured secret would.
+  const base = loadConfig({
+    NODE_ENV: 'test',
+    JWT_SECRET: SECRET,
+    LOG_LEVEL: 'silent',
+    DEV_LOGIN: 'true',
+    ...env,
+  })
   return Object.freeze({ ...base, ...overrides })
 }
 

@@ -14,6 +14,9 @@ export interface BusLogger {
   error(obj: object, msg: string): void
 }
 
+/** The one reason the outside hears about any Redis failure; the detail goes to the log. */
+export const REDIS_UNAVAILABLE = 'redis unavailable'
+
 const SILENT: BusLogger = { info() {}, warn() {}, error() {} }
 
 /** The transport keeps at least this many entries, whatever HISTORY_SIZE says: it is also the buffer for slow readers. */
@@ -130,7 +133,7 @@ export class RedisBus implements Bus {
 
   async publish(message: BusMessage): Promise<string> {
     if (this.#closed) throw new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed')
-    if (!this.#commands.isReady) throw new errors.SSE_ERR_BUS_UNAVAILABLE(this.#reason())
+    if (!this.#commands.isReady) throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
     const fields = {
       e: message.event,
       d: JSON.stringify(message.data) ?? 'null',
@@ -142,7 +145,9 @@ export class RedisBus implements Bus {
         TRIM: { strategy: 'MAXLEN', strategyModifier: '~', threshold: this.#maxLength },
       })
     } catch (err) {
-      throw new errors.SSE_ERR_BUS_UNAVAILABLE(`redis: ${messageOf(err)}`)
+      // The detail is for the operator; the publisher learns only that Redis is unavailable.
+      this.#log.warn({ err }, 'a publish failed in redis')
+      throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
     }
   }
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { errors } from '../errors.js'
 import type { BusStatus } from './bus.js'
-import type { BusLogger, RedisClient } from './redis-bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-bus.js'
 
 /** What one instance reports about itself. */
 export interface InstanceReport {
@@ -100,10 +100,6 @@ interface ReplyMessage {
   requestId: string
   instanceId: string
   disconnected: number
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }
 
 /**
@@ -223,7 +219,8 @@ export class RedisPresence {
     try {
       rows = await this.#commands.eval(VIEW, { keys: [this.#keys.instances], arguments: [this.#prefix] })
     } catch (err) {
-      throw new errors.SSE_ERR_BUS_UNAVAILABLE(`redis: ${messageOf(err)}`)
+      this.#log?.warn({ err }, 'could not read the cluster view from redis')
+      throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
     }
     const instances: InstanceReport[] = []
     const users = new Map<string, number>()
@@ -269,7 +266,8 @@ export class RedisPresence {
       if (replies.length >= expected) done()
       await complete
     } catch (err) {
-      throw new errors.SSE_ERR_BUS_UNAVAILABLE(`redis: ${messageOf(err)}`)
+      this.#log?.warn({ err }, 'could not send disconnect-all through redis')
+      throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
     } finally {
       clearTimeout(timer)
       this.#waiting.delete(requestId)
@@ -298,7 +296,7 @@ export class RedisPresence {
 
   #assertReady(): void {
     const status = this.status()
-    if (!status.ready) throw new errors.SSE_ERR_BUS_UNAVAILABLE(status.reason ?? 'redis is down')
+    if (!status.ready) throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
   }
 
   #onControl(raw: string): void {

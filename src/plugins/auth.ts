@@ -1,5 +1,5 @@
 import fastifyJwt from '@fastify/jwt'
-import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { JwtConfig } from '../config.js'
 import { errors } from '../errors.js'
@@ -31,8 +31,11 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Verifies the request's token when it has one; null when it has none. Throws 401 on a bad token. */
     authenticate(request: FastifyRequest, options?: { allowQueryToken?: boolean }): AuthInfo | null
-    /** An onRequest hook that demands a token carrying `scope`. */
-    requireScope(scope: Scope): onRequestHookHandler
+    /**
+     * A hook that demands a token carrying `scope`. Routes use it in `preParsing`: after the
+     * per-IP rate limit (onRequest), so that refused tokens count, and before any body is read.
+     */
+    requireScope(scope: Scope): (request: FastifyRequest) => Promise<void>
     /** Signs a token with the configured secret (HMAC configurations only). */
     mintToken(options: MintOptions): string
   }
@@ -135,8 +138,8 @@ export const authPlugin = fp<{ jwt: JwtConfig }>(
       return info
     })
 
-    app.decorate('requireScope', (scope: Scope): onRequestHookHandler => {
-      return async function requireScope(request: FastifyRequest, _reply: FastifyReply) {
+    app.decorate('requireScope', (scope: Scope) => {
+      return async function requireScope(request: FastifyRequest) {
         const auth = app.authenticate(request)
         if (auth === null)
           throw new errors.SSE_ERR_TOKEN_REQUIRED(`send "Authorization: Bearer <jwt>" with ${scope}`)

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { Bus, BusEvent, BusStatus } from '../bus/bus.js'
 import { MemoryBus } from '../bus/memory-bus.js'
-import { type BusLogger, RedisBus } from '../bus/redis-bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE, RedisBus } from '../bus/redis-bus.js'
 import { RedisConnections } from '../bus/redis-connections.js'
 import { RedisHistory } from '../bus/redis-history.js'
 import { type InstanceReport, RedisPresence } from '../bus/redis-presence.js'
@@ -168,13 +168,19 @@ export class Cluster {
     this.#redis?.presence.releaseUser(userId)
   }
 
+  /**
+   * Whether this instance can do its job now, with a fixed public reason (the detail of a
+   * Redis failure is in the log, never in the answer).
+   */
   readiness(): BusStatus {
     if (this.#manager?.closing === true) return { ready: false, reason: 'shutting down' }
     const redis = this.#redis
     const checks = redis
       ? [redis.connections.status(), this.bus.status(), redis.presence.status()]
       : [this.bus.status()]
-    return checks.find((s) => !s.ready) ?? { ready: true, reason: null }
+    const failed = checks.find((s) => !s.ready)
+    if (failed === undefined) return { ready: true, reason: null }
+    return { ready: false, reason: redis ? REDIS_UNAVAILABLE : 'the bus is closed' }
   }
 
   async stats(): Promise<ClusterStats> {
@@ -283,6 +289,7 @@ export const busPlugin = fp<{ config: Config }>(
         prefix,
         maxEvents: config.historySize,
         ttlMs: config.historyTtlMs,
+        replayMaxBytes: config.replayMaxBytes,
         toStored: (event) => cluster.toStored(event),
         latestId: () => (bus.lastId === '0-0' ? null : bus.lastId),
       })

@@ -31,6 +31,7 @@ export const ssePlugin = fp<SsePluginOptions>(
       retryMs: config.clientRetryMs,
       maxBufferedBytes: config.maxBufferedBytes,
       maxConnectionLifetimeMs: config.maxConnectionLifetimeMs,
+      replayMaxBytes: config.replayMaxBytes,
       history:
         cluster?.history ?? new MemoryHistory({ maxEvents: config.historySize, ttlMs: config.historyTtlMs }),
       ...(cluster ? { instanceId: cluster.instanceId } : {}),

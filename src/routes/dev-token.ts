@@ -46,7 +46,6 @@ const DevTokenResponse = Type.Object({
  * page can "sign in as" someone. Not registered at all when disabled, so it is a 404.
  */
 export const devTokenRoutes: FastifyPluginAsync = async (app) => {
-  app.log.warn('DEV_LOGIN is on: POST /api/dev/token mints tokens for anyone who asks (development only)')
   app.post(
     '/api/dev/token',
     {

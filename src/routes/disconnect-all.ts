@@ -8,7 +8,7 @@ export const disconnectAllRoutes: FastifyPluginAsync = async (app) => {
   app.post(
     '/api/sse/disconnect-all',
     {
-      onRequest: app.requireScope(SCOPES.admin),
+      preParsing: app.requireScope(SCOPES.admin),
       schema: {
         tags: ['admin'],
         summary: 'End every stream with event: disconnected (reason server_disconnect)',

@@ -72,7 +72,7 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
     {
       bodyLimit: config.maxPayloadBytes,
       config: config.rateLimitPublish > 0 ? { rateLimit: { max: config.rateLimitPublish } } : {},
-      onRequest: app.requireScope(SCOPES.publish),
+      preParsing: app.requireScope(SCOPES.publish),
       schema: {
         tags: ['publish'],
         summary: 'Publish an event to everyone, to users, or to connections',

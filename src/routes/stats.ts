@@ -32,7 +32,7 @@ export const statsRoutes: FastifyPluginAsync = async (app) => {
   app.get(
     '/api/sse/stats',
     {
-      onRequest: app.requireScope(SCOPES.admin),
+      preParsing: app.requireScope(SCOPES.admin),
       schema: {
         tags: ['admin'],
         summary: 'Connection and delivery statistics',

@@ -83,7 +83,8 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
           ...errorResponses(401, 403, 429, 503),
         },
       },
-      onRequest: async (request) => {
+      // After the per-IP rate limit (an onRequest hook), so that refused tokens are counted too.
+      preParsing: async (request) => {
         app.authenticate(request, { allowQueryToken: true })
       },
     },

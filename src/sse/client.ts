@@ -90,6 +90,8 @@ export class SseClient {
   readonly sink: SseSink
   /** Live events held back while a replay is being fetched; null otherwise. */
   held: StoredEvent[] | null = null
+  /** Bytes of `held` frames; they count toward the slow-client limit. */
+  heldBytes = 0
   #pending: Buffer | Buffer[] | null = null
   #pendingBytes = 0
   #pendingEvents = 0

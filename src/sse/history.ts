@@ -17,13 +17,22 @@ export interface ReplayWindow {
   readonly events: readonly StoredEvent[]
 }
 
+/** What one connection may be replayed: the history may stop reading past it. */
+export interface ReplayLimit {
+  /** The most bytes of frames the connection is entitled to; past it the window is not recovered. */
+  readonly maxBytes: number
+  /** Whether the connection may receive an event for `target`. */
+  entitled(target: EventTarget): boolean
+}
+
 /**
  * Recent events, for clients that reconnect with `Last-Event-ID`. A backend may answer
  * synchronously (memory) or asynchronously (a shared store); the manager handles both.
+ * Either way the frames are shared, never copied per connection.
  */
 export interface EventHistory {
   append(event: StoredEvent): void
-  since(lastEventId: string): ReplayWindow | Promise<ReplayWindow>
+  since(lastEventId: string, limit?: ReplayLimit): ReplayWindow | Promise<ReplayWindow>
   latestId(): string | null
   readonly size: number
 }

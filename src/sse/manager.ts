@@ -22,6 +22,11 @@ export interface SseManagerOptions {
   maxBufferedBytes: number
   /** 0 for unlimited; each connection gets a random lifetime between 80% and 100% of it. */
   maxConnectionLifetimeMs?: number
+  /**
+   * The most bytes of missed events one connection is replayed; past it nothing is
+   * replayed and the client is told `recovered: false` (never a partial replay).
+   */
+  replayMaxBytes?: number
   history?: EventHistory
   ids?: EventIdGenerator
   instanceId?: string
@@ -130,6 +135,7 @@ export class SseManager {
       retryMs: options.retryMs,
       maxBufferedBytes: options.maxBufferedBytes,
       maxConnectionLifetimeMs: options.maxConnectionLifetimeMs ?? 0,
+      replayMaxBytes: options.replayMaxBytes ?? Number.POSITIVE_INFINITY,
       ids: options.ids ?? createEventIdGenerator(this.#now),
       instanceId: options.instanceId ?? randomUUID(),
       now: this.#now,
@@ -210,11 +216,16 @@ export class SseManager {
       this.#start(client, lastEventId, null)
       return client
     }
+    const limit = {
+      maxBytes: this.#options.replayMaxBytes,
+      entitled: (target: EventTarget) => isEntitled(target, client.id, client.userId),
+    }
     const window = isValidEventId(lastEventId)
-      ? this.#history.since(lastEventId)
+      ? this.#history.since(lastEventId, limit)
       : { recovered: false, events: [] }
     if (window instanceof Promise) {
       client.held = []
+      client.heldBytes = 0
       window.then(
         (w) => this.#start(client, lastEventId, w),
         () => this.#start(client, lastEventId, { recovered: false, events: [] }),
@@ -447,24 +458,35 @@ export class SseManager {
     if (client.closed) return
     const held = client.held
     client.held = null
+    client.heldBytes = 0
     let replayed = 0
     let lastReplayed: string | null = null
-    const frames: Buffer[] = []
+    let frames: Buffer[] = []
+    let recovered = window?.recovered ?? false
     if (window !== null) {
+      let bytes = 0
       for (const event of window.events) {
         if (!isEntitled(event.target, client.id, client.userId)) continue
         frames.push(event.frame)
+        bytes += event.frame.length
         replayed++
       }
       const last = window.events[window.events.length - 1]
       if (last !== undefined) lastReplayed = last.id
+      if (bytes > this.#options.replayMaxBytes) {
+        // All or nothing: a partial replay would hide a gap.
+        frames = []
+        replayed = 0
+        lastReplayed = null
+        recovered = false
+      }
     }
     // A client-sent id is echoed only when well formed: it came from outside.
     const latest = lastReplayed ?? this.latestEventId() ?? (isValidEventId(requestedId) ? requestedId : null)
     const info: ConnectInfo = {
       requestedLastEventId: requestedId,
       lastEventId: latest,
-      recovered: window?.recovered ?? false,
+      recovered,
       replayed,
     }
     const connected = encodeFrameText({
@@ -500,7 +522,10 @@ export class SseManager {
   #enqueue(client: SseClient, stored: StoredEvent): number {
     if (client.closed) return 0
     if (client.held !== null) {
+      // Held back while a replay is fetched: bounded like any queue of a slow client.
       client.held.push(stored)
+      client.heldBytes += stored.frame.length
+      if (client.heldBytes > this.#options.maxBufferedBytes) this.#dropSlow(client)
       return 1
     }
     if (client.write(stored.frame)) this.#schedule(client)

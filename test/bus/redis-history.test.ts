@@ -16,7 +16,10 @@ const toStored = (e: BusEvent): StoredEvent => ({
   publishedAt: e.publishedAt,
 })
 
-async function setup(t: Test, options: { maxEvents: number; ttlMs: number; now?: () => number }) {
+async function setup(
+  t: Test,
+  options: { maxEvents: number; ttlMs: number; now?: () => number; replayMaxBytes?: number },
+) {
   const prefix = uniquePrefix(t)
   const conns = await connections(t)
   const bus = new RedisBus({ commands: conns.commands, reader: conns.reader, prefix, maxLength: 10 })
@@ -27,6 +30,7 @@ async function setup(t: Test, options: { maxEvents: number; ttlMs: number; now?:
     prefix,
     toStored,
     latestId: () => latest,
+    replayMaxBytes: 4 * 1024 * 1024,
     ...options,
   })
   const publish = async (n: number, target: BusEvent['target'] = { broadcast: true }) => {
@@ -94,5 +98,31 @@ t.test('RedisHistory', { skip }, async (t) => {
       { recovered: true, events: [] },
       'the latest id, trimmed by age with nothing after it: nothing was missed',
     )
+  })
+
+  t.test('an id that is not in the stream reads nothing after it', async (t) => {
+    const { history, publish } = await setup(t, { maxEvents: 1000, ttlMs: 0 })
+    for (let i = 0; i < 50; i++) await publish(i)
+    const before = history.bytesRead
+    t.same(await history.since('0-1'), { recovered: false, events: [] })
+    t.same(await history.since('1-0'), { recovered: false, events: [] })
+    t.equal(history.bytesRead - before, 0, 'no entry read from Redis')
+  })
+
+  t.test('REPLAY_MAX_BYTES: over it, nothing; only entitled events count; frames are shared', async (t) => {
+    const { history, publish } = await setup(t, { maxEvents: 1000, ttlMs: 0, replayMaxBytes: 4096 })
+    const start = await publish(0)
+    for (let i = 1; i <= 20; i++) await publish(i, { userIds: ['bob'] })
+    await publish(21)
+    const alice = { maxBytes: 4096, entitled: (target: BusEvent['target']) => target.broadcast === true }
+    const bob = { maxBytes: 4096, entitled: () => true }
+    const forAlice = await history.since(start, alice)
+    t.equal(forAlice.recovered, true, "bob's events do not count against alice's limit")
+    t.equal(forAlice.events.length, 1, 'only what alice may see is returned')
+    const [a, b] = await Promise.all([history.since(start, bob), history.since(start, bob)])
+    t.equal(a.events.length, 21, 'bob: 21 small events fit')
+    t.equal(a.events[0]?.frame, b.events[0]?.frame, 'two replays share one frame buffer')
+    const tight = { maxBytes: 500, entitled: () => true }
+    t.same(await history.since(start, tight), { recovered: false, events: [] }, 'past the limit: nothing')
   })
 })

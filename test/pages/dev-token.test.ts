@@ -87,8 +87,9 @@ t.test('DEV_LOGIN=false: the endpoint does not exist', async (t) => {
 t.test('DEV_LOGIN in the configuration', async (t) => {
   const dev = { NODE_ENV: 'development', JWT_SECRET: SECRET }
   const prod = { NODE_ENV: 'production', JWT_SECRET: SECRET, CORS_ORIGINS: 'https://app.example.com' }
-  t.equal(loadConfig(dev).devLogin, true, 'on by default outside production')
-  t.equal(loadConfig({ NODE_ENV: 'development' }).devLogin, true, 'with the generated secret too')
+  t.equal(loadConfig(dev).devLogin, false, 'off by default with a configured secret')
+  t.equal(loadConfig({ ...dev, DEV_LOGIN: 'true' }).devLogin, true, 'on when asked for, with a secret')
+  t.equal(loadConfig({ NODE_ENV: 'development' }).devLogin, true, 'on by default with the generated secret')
   t.equal(loadConfig({ ...dev, DEV_LOGIN: 'false' }).devLogin, false)
   t.equal(loadConfig(prod).devLogin, false, 'off in production')
   t.equal(loadConfig({ ...prod, DEV_LOGIN: 'false' }).devLogin, false)
