@@ -95,6 +95,9 @@ const server = http.createServer((req, res) => {
   res.writeHead(404).end()
 })
 
+// Fastify's default (the service's): node:http's 5 s would close the publisher's keep-alive connections
+// while the streams open, and a reopening pool sends one publish per turn (see bench/lib/targets.mjs).
+server.keepAliveTimeout = 72_000
 server.listen(port, host)
 process.on('SIGTERM', () => {
   for (const client of clients) client.destroy()

@@ -4,7 +4,12 @@
 // `data: {"s":<seq>,"t":<publish time in µs of the monotonic clock>` of the benchmark's events.
 // Both processes read the same CLOCK_MONOTONIC (process.hrtime), so receipt - t is the latency.
 //
-// Commands (process.send): open, expect, close, exit. Replies: opened, done, closed.
+// Commands (process.send): open, expect, published, close, exit. Replies: opened, done, closed.
+//
+// Every connection has an index (`user`), unique across the load processes: the user number of its
+// token (u<index>), or, for anonymous streams, the number in its topics (t.<index>.<j>). A targeted
+// measurement names one recipient index per event, so every receipt is checked against its recipient:
+// each event must arrive exactly once, and only there.
 import net from 'node:net'
 import { createSigner } from 'fast-jwt'
 
@@ -47,6 +52,11 @@ let received = 0
 let dup = 0
 let reordered = 0
 let stray = 0
+/** Targeted receipts at a connection that was not the event's recipient. */
+let misdelivered = 0
+/** Targeted mode: the recipient index of each event, and whether it arrived. */
+let owner = new Int32Array(0)
+let got = new Uint8Array(0)
 let maxUs = 0
 let firstReceipt = 0
 let lastReceipt = 0
@@ -58,15 +68,27 @@ let lastLat = new Float64Array(0)
 let cpuStart = process.cpuUsage()
 let wallStart = 0
 let timer
+/** After `published`: ends the measurement once nothing arrived for this long (lost events never come). */
+let quiet
+let quietUs = 0
+let publishedAt = 0
 
 function record(conn, s, t, now) {
   if (s < first || s > last) {
     stray++
     return
   }
+  const k = s - first
+  if (mode === 'targeted') {
+    if (owner[k] !== conn.user) {
+      misdelivered++
+      return
+    }
+    if (got[k] === 1) dup++
+    else got[k] = 1
+  }
   const lat = now - t
   hist[bucketOf(lat)]++
-  const k = s - first
   if (lat < firstLat[k]) firstLat[k] = lat
   if (lat > lastLat[k]) lastLat[k] = lat
   if (lat > maxUs) maxUs = lat
@@ -224,6 +246,14 @@ function connect(path, user) {
   )
 }
 
+/** `?topic=` parameters: the shared topics, then `per` topics of the connection's own (t.<index>.<j>). */
+function topicQuery(topics, user) {
+  if (topics === undefined || topics === null) return ''
+  const list = [...(topics.shared ?? [])]
+  for (let j = 0; j < (topics.per ?? 0); j++) list.push(`t.${user}.${j}`)
+  return list.map((t) => `topic=${t}`).join('&')
+}
+
 function open(msg) {
   port = msg.port
   const sign =
@@ -231,10 +261,13 @@ function open(msg) {
       ? createSigner({ key: msg.secret, algorithm: 'HS256', expiresIn: 3 * 3600_000 })
       : null
   for (let i = 0; i < msg.count; i++) {
-    const user = msg.userStart === undefined ? -1 : msg.userStart + i
-    let path = '/api/sse'
-    if (msg.auth === 'token') path += `?token=${sign({ sub: `u${user}` })}`
-    else if (msg.auth === 'query') path += `?userId=u${user}`
+    const user = msg.userStart + i
+    const query = []
+    if (msg.auth === 'token') query.push(`token=${sign({ sub: `u${user}` })}`)
+    else if (msg.auth === 'query') query.push(`userId=u${user}`)
+    const topics = topicQuery(msg.topics, user)
+    if (topics !== '') query.push(topics)
+    const path = query.length === 0 ? '/api/sse' : `/api/sse?${query.join('&')}`
     opening.queue.push({ path, user })
   }
   Object.assign(opening, { ok: 0, failed: 0, reasons: {}, started: Date.now() })
@@ -262,7 +295,7 @@ function expect(msg) {
   mode = msg.mode
   first = msg.first
   last = msg.last
-  received = dup = reordered = stray = maxUs = firstReceipt = lastReceipt = 0
+  received = dup = reordered = stray = misdelivered = maxUs = firstReceipt = lastReceipt = 0
   unexpectedCloses = 0
   hist = new Uint32Array(BUCKETS)
   firstLat = new Float64Array(last - first + 1).fill(Number.POSITIVE_INFINITY)
@@ -276,6 +309,8 @@ function expect(msg) {
   if (mode === 'broadcast') expected = live.length * (last - first + 1)
   else {
     const mine = new Set(live.map((c) => c.user))
+    owner = Int32Array.from(msg.users)
+    got = new Uint8Array(owner.length)
     expected = msg.users.filter((u) => mine.has(u)).length
   }
   cpuStart = process.cpuUsage()
@@ -286,10 +321,26 @@ function expect(msg) {
   if (expected === 0) finish()
 }
 
+/**
+ * Every publish was answered: from here, a measurement still short of its events ends after `quietMs`
+ * without a receipt instead of at the timeout (a server that lost events would hold the run for
+ * minutes; a slow one keeps delivering and is waited for).
+ */
+function published(msg) {
+  if (!active) return
+  publishedAt = nowUs()
+  quietUs = msg.quietMs * 1000
+  clearInterval(quiet)
+  quiet = setInterval(() => {
+    if (nowUs() - Math.max(publishedAt, lastReceipt) > quietUs) finish()
+  }, 250)
+}
+
 function finish() {
   if (!active) return
   active = false
   clearTimeout(timer)
+  clearInterval(quiet)
   const cpu = process.cpuUsage(cpuStart)
   const sparse = []
   for (let i = 0; i < BUCKETS; i++) if (hist[i] > 0) sparse.push([i, hist[i]])
@@ -304,6 +355,7 @@ function finish() {
     dup,
     reordered,
     stray,
+    misdelivered,
     short,
     unexpectedCloses,
     maxUs,
@@ -340,6 +392,7 @@ function closeAll(msg) {
 process.on('message', (msg) => {
   if (msg.cmd === 'open') open(msg)
   else if (msg.cmd === 'expect') expect(msg)
+  else if (msg.cmd === 'published') published(msg)
   else if (msg.cmd === 'close') closeAll(msg)
   else if (msg.cmd === 'exit') {
     for (const c of conns) c.sock.destroy()

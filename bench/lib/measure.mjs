@@ -1,4 +1,4 @@
-// Small measuring helpers for bench/run.mjs: /proc readers, the latency histogram, medians, the table.
+// Measuring helpers: /proc readers, the latency histogram, medians, number formatting and tables.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 
@@ -91,4 +91,10 @@ export function table(rows, header) {
   const widths = header.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)))
   const line = (r) => r.map((cell, i) => String(cell).padEnd(widths[i])).join('  ')
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
+
+/** The same rows as a Markdown table (`--markdown`), ready for a README. */
+export function markdownTable(rows, header) {
+  const line = (r) => `| ${r.map((cell) => String(cell).replaceAll('|', '\\|')).join(' | ')} |`
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n')
 }
