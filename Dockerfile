@@ -9,7 +9,8 @@ FROM node:${NODE_VERSION}-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json tsconfig.browser.json ./
+COPY scripts/build-browser.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 

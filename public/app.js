@@ -1,6 +1,8 @@
-// The sse-manager test page: plain browser JavaScript, no build step, no dependencies.
-// Paths are relative to the page (/sse-client/), so the page also works behind a proxy that
-// mounts the service under a path.
+// The sse-manager test page: plain browser JavaScript modules, no build step, nothing from outside.
+// It uses the service's own browser client (sse-manager.js, served next to this file). Paths are
+// relative to the page (/sse-client/), so the page also works behind a proxy that mounts the
+// service under a path.
+import { connect } from './sse-manager.js'
 
 const api = (path) => new URL(`../${path}`, window.location.href)
 const $ = (id) => {
@@ -9,16 +11,17 @@ const $ = (id) => {
   return el
 }
 
-const BUILT_IN = ['connected', 'heartbeat', 'disconnected']
 const MAX_LOG = 500
 const TOKEN_KEY = 'sse-manager.token'
+const DEV_LOGIN_KEY = 'sse-manager.dev-login'
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  /** @type {EventSource | null} */
-  source: null,
-  listened: new Set(),
-  clientId: null,
+  /** What the dev login was asked for, so that an expired token can be minted again. */
+  devLogin: JSON.parse(sessionStorage.getItem(DEV_LOGIN_KEY) ?? 'null'),
+  /** @type {import('./sse-manager.js').SseClient | null} */
+  client: null,
+  userId: null,
 }
 
 // --- identity -------------------------------------------------------------------------
@@ -64,15 +67,30 @@ function renderIdentity() {
   $('admin-panel').hidden = !scopes.includes('sse:admin')
 }
 
-function setToken(token) {
+function storeToken(token, devLogin) {
   state.token = token
+  state.devLogin = devLogin
   if (token) sessionStorage.setItem(TOKEN_KEY, token)
   else sessionStorage.removeItem(TOKEN_KEY)
-  $('identity-error').textContent = ''
+  if (devLogin) sessionStorage.setItem(DEV_LOGIN_KEY, JSON.stringify(devLogin))
+  else sessionStorage.removeItem(DEV_LOGIN_KEY)
   renderIdentity()
-  if (state.source !== null) {
-    closeSource('closed', 'Identity changed: connect again to use it.')
-  }
+}
+
+function setToken(token, devLogin = null) {
+  storeToken(token, devLogin)
+  $('identity-error').textContent = ''
+  if (state.client !== null) closeClient('closed', 'Identity changed: connect again to use it.')
+}
+
+async function mintDevToken(login) {
+  const res = await fetch(api('api/dev/token'), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(login),
+  }).catch((err) => ({ ok: false, status: 0, json: async () => ({ message: String(err) }) }))
+  const body = await res.json().catch(() => ({}))
+  return { ok: res.ok, status: res.status, body }
 }
 
 async function devSignIn(event) {
@@ -81,21 +99,28 @@ async function devSignIn(event) {
     .map($)
     .filter((el) => el.checked)
     .map((el) => el.value)
-  const res = await fetch(api('api/dev/token'), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      sub: $('dev-name').value.trim(),
-      scopes,
-      expiresInSeconds: Number($('dev-expires').value),
-    }),
-  }).catch((err) => ({ ok: false, status: 0, json: async () => ({ message: String(err) }) }))
-  const body = await res.json().catch(() => ({}))
+  const login = { sub: $('dev-name').value.trim(), scopes, expiresInSeconds: Number($('dev-expires').value) }
+  const res = await mintDevToken(login)
   if (!res.ok) {
-    $('identity-error').textContent = `Sign-in failed (${res.status}): ${body.message ?? 'no answer'}`
+    $('identity-error').textContent = `Sign-in failed (${res.status}): ${res.body.message ?? 'no answer'}`
     return
   }
-  setToken(body.token)
+  setToken(res.body.token, login)
+}
+
+/**
+ * What the client calls for a token: at the start, and again when the service says the last one
+ * expired. A token from the dev login is minted again then; a pasted one can only be given again
+ * (the service then refuses it, and the page says so).
+ */
+async function currentToken() {
+  const exp = claimsOf(state.token ?? '')?.exp
+  if (state.devLogin && typeof exp === 'number' && exp * 1000 <= Date.now() + 1000) {
+    const res = await mintDevToken(state.devLogin)
+    if (!res.ok) throw new Error(`the dev login refused a new token (${res.status})`)
+    storeToken(res.body.token, state.devLogin)
+  }
+  return state.token
 }
 
 // --- connection -----------------------------------------------------------------------
@@ -109,89 +134,105 @@ function setConnState(name, text) {
   $('disconnect').disabled = !live
 }
 
-function listenNames() {
-  return $('listen-names')
+function topicNames() {
+  return $('topic-input')
     .value.split(/[\s,]+/)
     .map((s) => s.trim())
     .filter(Boolean)
 }
 
-function listen(name) {
-  if (state.source === null || state.listened.has(name)) return
-  state.listened.add(name)
-  state.source.addEventListener(name, onEvent)
+/** Why the stream closed or is coming back, in words. */
+function explain(detail) {
+  if (detail.reason) return `Disconnected by the server: ${detail.message ?? ''} (${detail.reason})`
+  if (detail.status)
+    return `The service refused the stream (${detail.status} ${detail.code ?? ''}): ${detail.message ?? ''}`
+  if (detail.message) return `The service cannot be reached: ${detail.message}`
+  return ''
 }
 
-function parse(data) {
-  try {
-    return JSON.parse(data)
-  } catch {
-    return data
-  }
-}
-
-function onEvent(e) {
-  const data = parse(e.data)
-  log(e.type, e.lastEventId, data)
-  if (e.lastEventId) $('last-event-id').textContent = e.lastEventId
-  if (e.type === 'connected') {
-    state.clientId = data.clientId
-    $('client-id').textContent = data.clientId
+function onStateChange(client, name, detail) {
+  if (state.client !== client) return
+  if (name === 'open') {
+    const user = state.userId ?? claimsOf(state.token ?? '')?.sub
+    setConnState('open', user ? `connected as ${user}` : 'connected (anonymous)')
     $('conn-reason').textContent = ''
-    setConnState('open', data.anonymous ? 'connected (anonymous)' : `connected as ${data.userId}`)
-  } else if (e.type === 'disconnected') {
-    // Closing here is what stops the browser from reconnecting on its own.
-    const reason = data?.reason ?? 'unknown'
-    closeSource('closed', `Disconnected by the server: ${data?.message ?? ''} (${reason})`)
+    if (client.clientId) $('client-id').textContent = client.clientId
+    // A tab that joined a shared stream saw no connected event: the client knows the topics.
+    if (client.topics.length > 0) renderTopics(client.topics)
+  } else if (name === 'connecting') {
+    setConnState('connecting', 'reconnecting...')
+    $('conn-reason').textContent = explain(detail)
+  } else {
+    // The client itself decided not to come back (server_disconnect, a refusal it cannot cure).
+    closeClient('closed', explain(detail))
   }
 }
 
-function connect() {
-  if (state.source !== null) return
-  const url = api('api/sse')
-  if (state.token) url.searchParams.set('token', state.token)
-  const source = new EventSource(url)
-  state.source = source
-  state.listened = new Set()
+function renderShare(info) {
+  const leader = $('leader')
+  if (info === null) {
+    $('tab-count').textContent = '-'
+    leader.textContent = ''
+    leader.dataset.leader = ''
+    return
+  }
+  $('tab-count').textContent = String(info.tabs)
+  leader.dataset.leader = String(info.leader)
+  leader.dataset.tab = info.tabId
+  if (!info.shared) leader.textContent = '(a stream of its own)'
+  else if (info.leader) leader.textContent = `(this tab, ${info.tabId}, holds the stream)`
+  else if (info.leaderTab) leader.textContent = `(tab ${info.leaderTab} holds it; this is tab ${info.tabId})`
+  else leader.textContent = '(choosing the tab that holds it...)'
+}
+
+function renderTopics(topics) {
+  const shown = Array.isArray(topics)
+  $('topics-label').hidden = !shown
+  $('topics-value').hidden = !shown
+  $('topics').textContent = shown ? topics.join(', ') || '(none)' : '-'
+}
+
+function onEvent(event) {
+  log(event.name, event.id, event.data)
+  const client = state.client
+  if (client?.lastEventId) $('last-event-id').textContent = client.lastEventId
+  if (event.name === 'connected') {
+    state.userId = event.data?.userId ?? null
+    $('client-id').textContent = event.data?.clientId ?? '-'
+  }
+  // The stream's topics, as the service confirms them: at connect, and when they change.
+  if (event.name === 'connected' || event.name === 'subscriptions') renderTopics(event.data?.topics)
+}
+
+function connectClient() {
+  if (state.client !== null) return
+  const client = connect({
+    url: api('api/sse'),
+    token: state.token ? currentToken : undefined,
+    topics: topicNames(),
+    share: $('share').checked,
+    onStateChange: (name, detail) => onStateChange(client, name, detail),
+    onShareChange: (info) => {
+      if (state.client === client) renderShare(info)
+    },
+  })
+  state.client = client
+  state.userId = null
+  client.onAny(onEvent)
   $('conn-reason').textContent = ''
   setConnState('connecting', 'connecting...')
-  for (const name of [...BUILT_IN, ...listenNames()]) listen(name)
-  source.onerror = () => {
-    if (state.source !== source) return
-    if (source.readyState === EventSource.CLOSED) {
-      state.source = null
-      setConnState('closed', 'closed')
-      explainFailure(url)
-    } else {
-      setConnState('connecting', 'reconnecting...')
-    }
-  }
+  renderShare(client.share)
 }
 
-/** An EventSource does not show why it failed: ask the same URL once with fetch to read the error. */
-async function explainFailure(url) {
-  const controller = new AbortController()
-  try {
-    const res = await fetch(url, { signal: controller.signal, headers: { accept: 'text/event-stream' } })
-    if (res.ok) {
-      controller.abort()
-      $('conn-reason').textContent = 'The stream failed; the service is reachable again.'
-      return
-    }
-    const body = await res.json().catch(() => ({}))
-    $('conn-reason').textContent =
-      `The service refused the stream (${res.status} ${body.code ?? ''}): ${body.message ?? ''}`
-  } catch {
-    $('conn-reason').textContent = 'The service cannot be reached.'
-  }
-}
-
-function closeSource(name, reason) {
-  if (state.source !== null) state.source.close()
-  state.source = null
-  state.clientId = null
+function closeClient(name, reason) {
+  const client = state.client
+  state.client = null
+  client?.close()
   setConnState(name, name === 'closed' ? 'closed' : 'not connected')
   $('conn-reason').textContent = reason
+  $('client-id').textContent = '-'
+  renderShare(null)
+  renderTopics(undefined)
 }
 
 // --- log ------------------------------------------------------------------------------
@@ -270,7 +311,6 @@ async function send(event) {
   if (target === 'broadcast') body.broadcast = true
   else if (target === 'users') body.userIds = ids
   else body.clientIds = ids
-  listen(name)
   const res = await callApi('POST', 'api/sse', body)
   if (res.ok)
     showResult('send-result', true, `Sent ${name} (id ${res.body.id}) to ${res.body.delivered} connection(s)`)
@@ -303,11 +343,8 @@ async function init() {
     if (token) setToken(token)
   })
   $('sign-out').addEventListener('click', () => setToken(null))
-  $('connect').addEventListener('click', connect)
-  $('disconnect').addEventListener('click', () => closeSource('idle', 'Closed by you.'))
-  $('listen-names').addEventListener('change', () => {
-    for (const name of listenNames()) listen(name)
-  })
+  $('connect').addEventListener('click', connectClient)
+  $('disconnect').addEventListener('click', () => closeClient('idle', 'Closed by you.'))
   $('send-form').addEventListener('submit', send)
   $('send-target').addEventListener('change', () => {
     $('send-ids-label').hidden = $('send-target').value === 'broadcast'

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type BrowserContext, chromium, type Page } from 'playwright-core'
 import t from 'tap'
-import { serve, sleep } from '../helper.js'
+import { buildClient } from '../browser/browsers.js'
+import { PUBLISHER, post, serve, sleep } from '../helper.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARGS = [
@@ -23,6 +24,8 @@ if (!existsSync(CHROMIUM)) {
     `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH) to run the browser test`,
   )
 } else {
+  // The page runs the browser client the service serves from dist/: build it from the sources now.
+  buildClient()
   t.test('the test page signs in, connects, sends, targets a user and reports disconnect-all', async (t) => {
     // A short retry hint: a page that failed to close its EventSource would be back quickly.
     const { app, url } = await serve(t, { clientRetryMs: 200 })
@@ -106,10 +109,11 @@ if (!existsSync(CHROMIUM)) {
     t.match(await bob.textContent('#auth-status'), /^signed in as bob, scopes \(none\)/)
     t.ok(await bob.isHidden('#send-panel'), 'no send form without sse:publish')
     t.ok(await bob.isHidden('#admin-panel'), 'no admin panel without sse:admin')
-    await bob.fill('#listen-names', 'message, notification, private-note')
     await connect(bob)
 
-    // A message for bob reaches bob's page only (alice's page listens for that name too).
+    // A message for bob reaches bob's page only; neither page was told the name beforehand.
+    // (Input waits for a frame, which a background tab draws only now and then: alice to the front.)
+    await alice.bringToFront()
     await alice.selectOption('#send-target', 'users')
     await alice.fill('#send-ids', 'bob')
     await alice.fill('#send-event', 'private-note')
@@ -130,6 +134,25 @@ if (!existsSync(CHROMIUM)) {
     await alice.waitForSelector('#log li[data-event="after"]')
     await bob.waitForSelector('#log li[data-event="connected"]')
     t.same(await entries(alice, 'private-note'), [], 'alice never saw the note for bob')
+
+    // An event published by another service, under a name no page knows, shows in both.
+    await post(
+      url,
+      '/api/sse',
+      { event: 'inventory.restocked', data: { sku: 7 }, broadcast: true },
+      PUBLISHER(),
+    )
+    for (const page of [alice, bob]) {
+      await page.waitForSelector('#log li[data-event="inventory.restocked"]')
+      t.same(
+        (await entries(page, 'inventory.restocked')).map((s) => JSON.parse(s)),
+        [{ sku: 7 }],
+        'the page shows an event by a name it was never told about, once',
+      )
+      // Signed in as different users, the two pages cannot share a stream: each holds its own.
+      t.equal(await page.textContent('#tab-count'), '1')
+      t.equal(await page.getAttribute('#leader', 'data-leader'), 'true')
+    }
 
     // Stats from the admin panel.
     await alice.click('#refresh-stats')
