@@ -6,21 +6,30 @@ import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const entry = join(root, 'dist', 'server.js')
+// The browser client the service serves at /sse-client/sse-manager.js.
+const browserBundle = join(root, 'dist', 'browser', 'sse-manager.js')
 
-function newest(dir) {
+function newest(dir, skip) {
   let latest = 0
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name)
-    latest = Math.max(latest, entry.isDirectory() ? newest(path) : statSync(path).mtimeMs)
+    if (path === skip) continue
+    latest = Math.max(latest, entry.isDirectory() ? newest(path, skip) : statSync(path).mtimeMs)
   }
   return latest
 }
 
 function stale() {
-  if (!existsSync(entry)) return true
+  if (!existsSync(entry) || !existsSync(browserBundle)) return true
   if (!existsSync(join(root, 'src'))) return false
-  const sources = Math.max(newest(join(root, 'src')), statSync(join(root, 'tsconfig.build.json')).mtimeMs)
-  return sources > newest(join(root, 'dist'))
+  // The tests rebuild the browser client alone, so each half of dist/ is compared with its own sources.
+  const browserSources = join(root, 'src', 'browser')
+  const sources = Math.max(
+    newest(join(root, 'src'), browserSources),
+    statSync(join(root, 'tsconfig.build.json')).mtimeMs,
+  )
+  if (sources > newest(join(root, 'dist'), join(root, 'dist', 'browser'))) return true
+  return existsSync(browserSources) && newest(browserSources) > statSync(browserBundle).mtimeMs
 }
 
 if (stale()) {
@@ -36,6 +45,10 @@ if (stale()) {
     stdio: 'inherit',
   })
   if (result.status !== 0) process.exit(result.status ?? 1)
+  const browser = spawnSync(process.execPath, [join(root, 'scripts', 'build-browser.mjs')], {
+    stdio: 'inherit',
+  })
+  if (browser.status !== 0) process.exit(browser.status ?? 1)
 }
 
 await import(entry)

@@ -43,12 +43,16 @@ const env: Record<string, string | undefined> = {
 }
 let config: ReturnType<typeof loadConfig>
 try {
-  config = loadConfig({ ...env, NODE_ENV: 'production', CORS_ORIGINS: env.CORS_ORIGINS || '*' })
+  // Only the JWT settings matter here: the cookie and CORS settings of the server do not.
+  config = loadConfig({ ...env, NODE_ENV: 'production', CORS_ORIGINS: '*', AUTH_COOKIE: '' })
 } catch (err) {
   fail((err as Error).message)
 }
 
 let key: string
+if (config.jwt.jwks !== undefined) {
+  fail('JWT_JWKS_URL is set: tokens come from the identity provider, not from this script')
+}
 if (config.jwt.secret !== undefined) {
   key = config.jwt.secret
 } else {
@@ -64,8 +68,10 @@ const sign = createSigner({
   key,
   algorithm: config.jwt.algorithms[0],
   expiresIn: seconds * 1000,
-  ...(config.jwt.issuer ? { iss: config.jwt.issuer } : {}),
-  ...(config.jwt.audience ? { aud: config.jwt.audience } : {}),
+  ...(config.jwt.issuer ? { iss: [config.jwt.issuer].flat()[0] } : {}),
+  ...(config.jwt.audience
+    ? { aud: typeof config.jwt.audience === 'string' ? config.jwt.audience : [...config.jwt.audience] }
+    : {}),
 })
 process.stdout.write(
   `${sign({ sub: values.sub, ...(scopes.length > 0 ? { scope: scopes.join(' ') } : {}) })}\n`,

@@ -11,8 +11,11 @@ import { createLogger, redactUrl } from './logger.js'
 import { authPlugin } from './plugins/auth.js'
 import { busPlugin } from './plugins/bus.js'
 import { docsPlugin } from './plugins/docs.js'
+import { http2Plugin } from './plugins/http2.js'
+import { idempotencyPlugin } from './plugins/idempotency.js'
 import { createSseMetrics, metricsPlugin } from './plugins/metrics.js'
 import { ssePlugin } from './plugins/sse.js'
+import { batchRoutes } from './routes/batch.js'
 import { devTokenRoutes } from './routes/dev-token.js'
 import { disconnectAllRoutes } from './routes/disconnect-all.js'
 import { healthRoutes } from './routes/health.js'
@@ -20,7 +23,9 @@ import { pageRoutes } from './routes/pages.js'
 import { sendRoutes } from './routes/send.js'
 import { statsRoutes } from './routes/stats.js'
 import { streamRoutes } from './routes/stream.js'
+import { topicRoutes } from './routes/topics.js'
 import { ErrorResponse } from './schemas.js'
+import { fastifyTlsOptions } from './tls.js'
 
 export interface BuildOptions {
   /** A pino logger to use (tests pass one writing to memory); otherwise one is made from the config. */
@@ -42,7 +47,7 @@ function corsOptions(config: Config) {
     },
     credentials: !any,
     methods: ['GET', 'POST', 'OPTIONS'],
-    allowedHeaders: ['authorization', 'content-type', 'last-event-id', 'cache-control'],
+    allowedHeaders: ['authorization', 'content-type', 'last-event-id', 'cache-control', 'idempotency-key'],
     maxAge: 600,
   }
 }
@@ -138,7 +143,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     // Streams are ended in preClose; whatever is left (a preconnect that never sent a request,
     // an idle keep-alive socket) must not hold a graceful shutdown open until it times out.
-    forceCloseConnections: true,
+    // With TLS, http2Plugin does this for both protocols.
+    forceCloseConnections: config.tls === null,
+    // TLS_CERT and TLS_KEY: HTTPS, with HTTP/2 and HTTP/1.1 offered by ALPN.
+    ...fastifyTlsOptions(config.tls),
     requestIdHeader: false,
     genReqId: requestIdOf,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
@@ -191,7 +199,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   })
 
   // Before every route: it collects them as they are added.
-  await app.register(docsPlugin)
+  await app.register(docsPlugin, { authCookie: config.jwt.cookie ?? null })
   await app.register(cors, corsOptions(config))
   // Per-IP limits, applied by the routes that opt in (publish and stream connects).
   await app.register(rateLimit, {
@@ -199,17 +207,28 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     timeWindow: config.rateLimitWindowMs,
     errorResponseBuilder: (_request, context) => new errors.SSE_ERR_RATE_LIMITED(context.after),
   })
-  await app.register(authPlugin, { jwt: config.jwt })
+  await app.register(authPlugin, { jwt: config.jwt, verifyCacheSize: config.jwtVerifyCacheSize })
   await app.register(busPlugin, { config })
+  await app.register(idempotencyPlugin, { config })
   const metrics = createSseMetrics()
   await app.register(ssePlugin, { config, hooks: metrics.hooks })
+  if (config.tls !== null) {
+    // After ssePlugin: its preClose ends the streams before this one closes the connections.
+    await app.register(http2Plugin, {
+      requestTimeoutMs: config.requestTimeoutMs,
+      checkingIntervalMs: config.requestTimeoutMs > 0 ? checkingInterval(config.requestTimeoutMs) : 30_000,
+      graceMs: Math.min(2_000, Math.floor(config.shutdownTimeoutMs / 2)),
+    })
+  }
   await app.register(metricsPlugin, { metrics, token: config.metricsToken })
 
   await app.register(healthRoutes)
   await app.register(streamRoutes, { config })
   await app.register(sendRoutes, { config })
+  await app.register(batchRoutes, { config })
   await app.register(statsRoutes)
   await app.register(disconnectAllRoutes)
+  await app.register(topicRoutes, { config })
   await app.register(pageRoutes, { config })
   if (config.devLogin) await app.register(devTokenRoutes)
   return app

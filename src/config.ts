@@ -1,6 +1,8 @@
 import { createPublicKey, randomBytes } from 'node:crypto'
 import { isIP } from 'node:net'
 import { ConfigError } from './errors.js'
+import { isValidPattern } from './sse/topics.js'
+import { loadTls, type TlsConfig } from './tls.js'
 
 export type JwtAlgorithm =
   | 'HS256'
@@ -12,9 +14,15 @@ export type JwtAlgorithm =
   | 'ES256'
   | 'ES384'
   | 'EdDSA'
+  | 'PS256'
+  | 'PS384'
+  | 'PS512'
+  | 'ES512'
 
 const SYMMETRIC: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512']
 const ASYMMETRIC: readonly JwtAlgorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'EdDSA']
+/** What JWKS keys may use: each key allows only its own algorithm (its `alg`, or the one of its type). */
+export const JWKS_ALGORITHMS: readonly JwtAlgorithm[] = [...ASYMMETRIC, 'PS256', 'PS384', 'PS512', 'ES512']
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 const MIN_SECRET_BYTES = 32
 
@@ -23,11 +31,38 @@ export interface JwtConfig {
   readonly secret?: string
   /** PEM public key (RS*, ES*, EdDSA); exclusive with `secret`. */
   readonly publicKey?: string
+  /** JWKS endpoints (JWT_JWKS_URL): keys picked by the token's `kid`; exclusive with `secret` and `publicKey`. */
+  readonly jwks?: JwksConfig
   readonly algorithms: readonly JwtAlgorithm[]
-  readonly issuer?: string
-  readonly audience?: string
+  /** The accepted `iss` (one, or any of a list). */
+  readonly issuer?: string | readonly string[]
+  /** The accepted `aud` (one, or any of a list). */
+  readonly audience?: string | readonly string[]
   /** True when the secret was generated at start because none was configured (development only). */
   readonly ephemeral: boolean
+  /** Where a verified token's user id, scopes and topics are read (defaults: `sub`, `scope`/`scp`, `topics`). */
+  readonly claims?: ClaimsConfig
+  /** AUTH_COOKIE: the cookie a stream without `Authorization` or `?token=` reads its JWT from. */
+  readonly cookie?: string
+}
+
+export interface JwksConfig {
+  readonly urls: readonly string[]
+  /** How long a fetched key is used before it is fetched again. */
+  readonly cacheMs: number
+  /** A token with an unknown `kid` makes the service refetch at most once per this. */
+  readonly cooldownMs: number
+}
+
+export interface ClaimsConfig {
+  /** The user id: a claim name, a dotted path (`user.id`) or a full URL-like name. */
+  readonly user: string
+  /** The scopes (a space-separated string or an array); `scope` also falls back to `scp`. */
+  readonly scope: string
+  /** The topic patterns the token may subscribe to. */
+  readonly topics: string
+  /** JWT_SCOPE_MAP: a provider's role or permission, and the scopes of this service it grants. */
+  readonly scopeMap: Readonly<Record<string, readonly string[]>>
 }
 
 export interface Config {
@@ -74,12 +109,38 @@ export interface Config {
   readonly redisPrefix: string
   /** How long startup waits for Redis before it starts anyway, not ready, and keeps retrying. */
   readonly redisConnectTimeoutMs: number
+  /** REDIS_SENTINELS: the sentinels that name the primary (the service follows it); null without Sentinel. */
+  readonly redisSentinels: readonly { readonly host: string; readonly port: number }[] | null
+  /** REDIS_SENTINEL_NAME: the name the sentinels monitor the primary under. */
+  readonly redisSentinelName: string
+  /** REDIS_WAIT_REPLICAS: a publish answers 202 only once this many replicas hold it (0 = do not wait). */
+  readonly redisWaitReplicas: number
+  /** REDIS_WAIT_TIMEOUT_MS: how long a publish waits for those replicas before it answers 503. */
+  readonly redisWaitTimeoutMs: number
+  /** REDIS_MAX_PENDING_BYTES: bytes of publishes waiting for Redis; past it a publish is 503 at once. */
+  readonly redisMaxPendingBytes: number
+  /** IDEMPOTENCY_TTL_MS: how long an Idempotency-Key is remembered. */
+  readonly idempotencyTtlMs: number
   /** How often each instance reports its connections to Redis; a silent instance drops out after 2.5x this. */
   readonly statsReportIntervalMs: number
   /** `POST /api/dev/token` and the test page's "sign in as": development only, never in production. */
   readonly devLogin: boolean
   /** When set, `GET /metrics` requires `Authorization: Bearer <this>`; null leaves it open. */
   readonly metricsToken: string | null
+  /** The most bytes the replay history holds (HISTORY_MAX_BYTES); the oldest events go first past it. */
+  readonly historyMaxBytes: number
+  /** How many verified tokens are remembered (JWT_VERIFY_CACHE_SIZE; 0 verifies every request). */
+  readonly jwtVerifyCacheSize: number
+  /** The largest POST /api/sse/batch body (MAX_BATCH_BYTES). */
+  readonly maxBatchBytes: number
+  /** How many topics one connection may be subscribed to (MAX_TOPICS_PER_CONNECTION). */
+  readonly maxTopicsPerConnection: number
+  /** Topic patterns anyone, anonymous included, may subscribe to (PUBLIC_TOPICS). */
+  readonly publicTopics: readonly string[]
+  /** Topic patterns on which the service publishes `presence` join/leave events (PRESENCE_TOPICS). */
+  readonly presenceTopics: readonly string[]
+  /** The certificate and key to serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); null serves plain HTTP/1.1. */
+  readonly tls: TlsConfig | null
 }
 
 /** `false`, a hop count, or the addresses/CIDRs of the proxies in front (Fastify's `trustProxy`). */
@@ -128,11 +189,12 @@ function list(env: Env, name: string): string[] | undefined {
 function loadJwt(env: Env, production: boolean): JwtConfig {
   const rawSecret = env.JWT_SECRET
   const rawKey = present(env, 'JWT_PUBLIC_KEY')
-  const issuer = present(env, 'JWT_ISSUER')?.trim()
-  const audience = present(env, 'JWT_AUDIENCE')?.trim()
+  const jwksUrls = list(env, 'JWT_JWKS_URL')
+  const issuer = oneOrMany(env, 'JWT_ISSUER')
+  const audience = oneOrMany(env, 'JWT_AUDIENCE')
   const requested = list(env, 'JWT_ALGORITHMS')
   for (const alg of requested ?? []) {
-    if (![...SYMMETRIC, ...ASYMMETRIC].includes(alg as JwtAlgorithm)) {
+    if (![...SYMMETRIC, ...JWKS_ALGORITHMS].includes(alg as JwtAlgorithm)) {
       throw new ConfigError('JWT_ALGORITHMS', `unsupported algorithm "${alg}" (none is never allowed)`)
     }
   }
@@ -140,7 +202,20 @@ function loadJwt(env: Env, production: boolean): JwtConfig {
   if (hasSecret && rawKey !== undefined) {
     throw new ConfigError('JWT_SECRET', 'set either JWT_SECRET or JWT_PUBLIC_KEY, not both')
   }
-  const extra = { ...(issuer ? { issuer } : {}), ...(audience ? { audience } : {}) }
+  if (jwksUrls !== undefined && (hasSecret || rawKey !== undefined)) {
+    throw new ConfigError(
+      'JWT_JWKS_URL',
+      `set either JWT_JWKS_URL or ${hasSecret ? 'JWT_SECRET' : 'JWT_PUBLIC_KEY'}, not both`,
+    )
+  }
+  const cookie = authCookie(env)
+  const extra = {
+    ...(issuer ? { issuer } : {}),
+    ...(audience ? { audience } : {}),
+    claims: claimsConfig(env),
+    ...(cookie ? { cookie } : {}),
+  }
+  if (jwksUrls !== undefined) return loadJwks(env, jwksUrls, requested, extra)
 
   if (hasSecret) {
     if (rawSecret !== rawSecret.trim()) {
@@ -204,7 +279,10 @@ function loadJwt(env: Env, production: boolean): JwtConfig {
   }
 
   if (production) {
-    throw new ConfigError('JWT_SECRET', 'JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
+    throw new ConfigError(
+      'JWT_SECRET',
+      'JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is required when NODE_ENV=production',
+    )
   }
   return Object.freeze({
     secret: randomBytes(48).toString('base64url'),
@@ -212,6 +290,122 @@ function loadJwt(env: Env, production: boolean): JwtConfig {
     ephemeral: true,
     ...extra,
   })
+}
+
+/** One value, or any of a comma-separated list (JWT_ISSUER, JWT_AUDIENCE). */
+function oneOrMany(env: Env, name: string): string | readonly string[] | undefined {
+  const values = list(env, name)
+  if (values === undefined || values.length === 0) return undefined
+  return values.length === 1 ? values[0] : Object.freeze(values)
+}
+
+/**
+ * JWT_JWKS_URL: the key set documents themselves. Keys come only from these URLs, never from
+ * where a token's `iss`, `jku` or `x5u` points.
+ */
+function loadJwks(
+  env: Env,
+  urls: string[],
+  requested: string[] | undefined,
+  extra: Partial<JwtConfig>,
+): JwtConfig {
+  if (urls.length === 0) throw new ConfigError('JWT_JWKS_URL', 'names no URL')
+  const normalized = urls.map((raw) => {
+    let url: URL
+    try {
+      url = new URL(raw)
+    } catch {
+      throw new ConfigError('JWT_JWKS_URL', `"${raw}" is not a URL`)
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new ConfigError('JWT_JWKS_URL', `"${raw}" must start with https:// (or http://)`)
+    }
+    if (url.username !== '' || url.password !== '' || url.hash !== '') {
+      throw new ConfigError('JWT_JWKS_URL', `"${raw}" must carry no credentials and no #fragment`)
+    }
+    if (url.pathname.endsWith('/')) {
+      throw new ConfigError(
+        'JWT_JWKS_URL',
+        `"${raw}" must name the key set itself, like https://idp.example.com/.well-known/jwks.json`,
+      )
+    }
+    return url.href
+  })
+  const algorithms = (requested ?? JWKS_ALGORITHMS) as JwtAlgorithm[]
+  const wrong = algorithms.find((a) => !JWKS_ALGORITHMS.includes(a))
+  if (wrong) {
+    throw new ConfigError('JWT_ALGORITHMS', `${wrong} needs JWT_SECRET; JWKS keys are RS*, PS*, ES* or EdDSA`)
+  }
+  return Object.freeze({
+    ...extra,
+    jwks: Object.freeze({
+      urls: Object.freeze([...new Set(normalized)]),
+      cacheMs: int(env, 'JWT_JWKS_CACHE_MS', 600_000, 100, 86_400_000),
+      cooldownMs: int(env, 'JWT_JWKS_COOLDOWN_MS', 30_000, 100, 3_600_000),
+    }),
+    algorithms: Object.freeze(algorithms),
+    ephemeral: false,
+  })
+}
+
+/** A claim name, a dotted path into nested claims, or a URL-like name as providers use for custom claims. */
+function claimName(env: Env, name: string, fallback: string): string {
+  const raw = present(env, name)?.trim()
+  if (raw === undefined) return fallback
+  if (raw.length > 256 || /\s/.test(raw) || raw.startsWith('.') || raw.endsWith('.') || raw.includes('..')) {
+    throw new ConfigError(
+      name,
+      `"${raw}" is not a claim name or path (like roles, realm_access.roles or https://example.com/roles)`,
+    )
+  }
+  return raw
+}
+
+const SERVICE_SCOPES = ['sse:publish', 'sse:admin']
+
+/** JWT_SCOPE_MAP: `role=scope` pairs; a role named twice grants both scopes. */
+function scopeMap(env: Env): Readonly<Record<string, readonly string[]>> {
+  const map: Record<string, string[]> = Object.create(null)
+  for (const entry of list(env, 'JWT_SCOPE_MAP') ?? []) {
+    const eq = entry.indexOf('=')
+    const from = entry.slice(0, Math.max(eq, 0)).trim()
+    const to = entry.slice(eq + 1).trim()
+    if (eq <= 0 || from === '' || /\s/.test(from) || !SERVICE_SCOPES.includes(to)) {
+      throw new ConfigError(
+        'JWT_SCOPE_MAP',
+        `"${entry}" is not role=scope with scope sse:publish or sse:admin (e.g. admin=sse:admin,backend=sse:publish)`,
+      )
+    }
+    const granted = map[from] ?? []
+    if (!granted.includes(to)) granted.push(to)
+    map[from] = granted
+  }
+  for (const from in map) Object.freeze(map[from])
+  return Object.freeze(map)
+}
+
+function claimsConfig(env: Env): ClaimsConfig {
+  return Object.freeze({
+    user: claimName(env, 'JWT_USER_CLAIM', 'sub'),
+    scope: claimName(env, 'JWT_SCOPE_CLAIM', 'scope'),
+    topics: claimName(env, 'JWT_TOPICS_CLAIM', 'topics'),
+    scopeMap: scopeMap(env),
+  })
+}
+
+/** A cookie name (an RFC 6265 token). */
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/
+
+function authCookie(env: Env): string | undefined {
+  const raw = present(env, 'AUTH_COOKIE')?.trim()
+  if (raw === undefined) return undefined
+  if (!COOKIE_NAME.test(raw)) {
+    throw new ConfigError(
+      'AUTH_COOKIE',
+      `"${raw}" is not a cookie name (1 to 64 letters, digits and !#$%&'*+-.^_\`|~)`,
+    )
+  }
+  return raw
 }
 
 function redisUrl(env: Env): string | null {
@@ -238,6 +432,23 @@ function redisPrefix(env: Env): string {
   return raw
 }
 
+/** REDIS_SENTINELS: `host:port,...`; with them REDIS_URL, when set, gives only credentials, database and TLS. */
+function redisSentinels(env: Env): Config['redisSentinels'] {
+  const entries = list(env, 'REDIS_SENTINELS')
+  if (entries === undefined) return null
+  if (entries.length === 0) throw new ConfigError('REDIS_SENTINELS', 'names no sentinel (host:port,...)')
+  return Object.freeze(
+    entries.map((entry) => {
+      const match = /^(\[[0-9a-fA-F:]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(entry)
+      const port = Number(match?.[2])
+      if (match === null || port < 1 || port > 65535) {
+        throw new ConfigError('REDIS_SENTINELS', `"${entry}" is not host:port (e.g. 10.0.0.5:26379)`)
+      }
+      return Object.freeze({ host: (match[1] as string).replace(/^\[|\]$/g, ''), port })
+    }),
+  )
+}
+
 /**
  * The dev login signs tokens for anyone who asks. On by default only when the service made
  * its own throwaway secret; with a configured secret it must be asked for (DEV_LOGIN=true);
@@ -251,10 +462,10 @@ function devLogin(env: Env, production: boolean, jwt: JwtConfig): boolean {
       'mints tokens for anyone and cannot be enabled when NODE_ENV=production',
     )
   }
-  if (enabled && jwt.publicKey !== undefined) {
+  if (enabled && (jwt.publicKey !== undefined || jwt.jwks !== undefined)) {
     throw new ConfigError(
       'DEV_LOGIN',
-      'needs JWT_SECRET to sign tokens; with JWT_PUBLIC_KEY it must stay off',
+      `needs JWT_SECRET to sign tokens; with ${jwt.jwks ? 'JWT_JWKS_URL' : 'JWT_PUBLIC_KEY'} it must stay off`,
     )
   }
   return enabled
@@ -312,6 +523,20 @@ function metricsToken(env: Env): string | null {
   return raw
 }
 
+/** A comma-separated list of topic patterns (`orders/*`, `public/**`, `users/{sub}/**`). */
+function topicPatterns(env: Env, name: string): readonly string[] {
+  const patterns = list(env, name) ?? []
+  for (const pattern of patterns) {
+    if (!isValidPattern(pattern)) {
+      throw new ConfigError(
+        name,
+        `"${pattern}" is not a topic pattern (segments of letters, digits and _ - . : @, or * or a final **)`,
+      )
+    }
+  }
+  return Object.freeze(patterns)
+}
+
 /** Reads and validates the environment once. A bad value throws a ConfigError naming the variable. */
 export function loadConfig(env: Env = {}): Config {
   const production = isProduction(env)
@@ -322,7 +547,9 @@ export function loadConfig(env: Env = {}): Config {
 
   // Any origin by default only in the throwaway development setup; with a real key, no
   // cross-origin caller until CORS_ORIGINS names them; in production it must be set.
-  const corsOrigins = list(env, 'CORS_ORIGINS') ?? (production ? undefined : jwt.ephemeral ? ['*'] : [])
+  // A cookie is a credential, and "*" cannot carry credentials: with AUTH_COOKIE the default is none.
+  const anyByDefault = jwt.ephemeral && jwt.cookie === undefined
+  const corsOrigins = list(env, 'CORS_ORIGINS') ?? (production ? undefined : anyByDefault ? ['*'] : [])
   if (corsOrigins === undefined || (production && corsOrigins.length === 0)) {
     throw new ConfigError(
       'CORS_ORIGINS',
@@ -337,6 +564,13 @@ export function loadConfig(env: Env = {}): Config {
   }
   if (corsOrigins.includes('*') && corsOrigins.length > 1) {
     throw new ConfigError('CORS_ORIGINS', '"*" cannot be combined with other origins')
+  }
+  if (jwt.cookie !== undefined && corsOrigins.includes('*')) {
+    throw new ConfigError(
+      'AUTH_COOKIE',
+      'cannot be used with CORS_ORIGINS=*: browsers send cookies only to listed origins (credentials); ' +
+        'list the origins of your pages in CORS_ORIGINS',
+    )
   }
 
   return Object.freeze({
@@ -369,8 +603,21 @@ export function loadConfig(env: Env = {}): Config {
     redisUrl: redisUrl(env),
     redisPrefix: redisPrefix(env),
     redisConnectTimeoutMs: int(env, 'REDIS_CONNECT_TIMEOUT_MS', 5_000, 0, 600_000),
+    redisSentinels: redisSentinels(env),
+    redisSentinelName: present(env, 'REDIS_SENTINEL_NAME')?.trim() ?? 'mymaster',
+    redisWaitReplicas: int(env, 'REDIS_WAIT_REPLICAS', 0, 0, 16),
+    redisWaitTimeoutMs: int(env, 'REDIS_WAIT_TIMEOUT_MS', 1_000, 1, 60_000),
+    redisMaxPendingBytes: int(env, 'REDIS_MAX_PENDING_BYTES', 16 * 1_048_576, 65_536),
+    idempotencyTtlMs: int(env, 'IDEMPOTENCY_TTL_MS', 300_000, 1_000, 86_400_000),
     statsReportIntervalMs: int(env, 'STATS_REPORT_INTERVAL_MS', 2_000, 100, 60_000),
     devLogin: devLogin(env, production, jwt),
     metricsToken: metricsToken(env),
+    maxTopicsPerConnection: int(env, 'MAX_TOPICS_PER_CONNECTION', 100, 1, 10_000),
+    maxBatchBytes: int(env, 'MAX_BATCH_BYTES', 1_048_576, 1024, 64 * 1_048_576),
+    jwtVerifyCacheSize: int(env, 'JWT_VERIFY_CACHE_SIZE', 1000, 0, 1_000_000),
+    historyMaxBytes: int(env, 'HISTORY_MAX_BYTES', 64 * 1_048_576, 0),
+    publicTopics: topicPatterns(env, 'PUBLIC_TOPICS'),
+    presenceTopics: topicPatterns(env, 'PRESENCE_TOPICS'),
+    tls: loadTls(present(env, 'TLS_CERT'), present(env, 'TLS_KEY')),
   })
 }

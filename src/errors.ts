@@ -36,13 +36,44 @@ export const errors = {
   ),
   SSE_ERR_RESERVED_EVENT: createError(
     'SSE_ERR_RESERVED_EVENT',
-    'The event name "%s" is reserved (connected, heartbeat and disconnected are sent by the service)',
+    'The event name "%s" is reserved (connected, heartbeat, disconnected, subscriptions and presence are sent by the service)',
     400,
   ),
   SSE_ERR_INVALID_TARGET: createError(
     'SSE_ERR_INVALID_TARGET',
-    'Give exactly one target: "broadcast": true, or non-empty "userIds" and/or "clientIds"',
+    'Give exactly one target: "broadcast": true, or non-empty "userIds", "clientIds" and/or "topics"',
     400,
+  ),
+  SSE_ERR_INVALID_TOPIC: createError(
+    'SSE_ERR_INVALID_TOPIC',
+    'Invalid topic: %s (a topic is 1 to 256 letters, digits and _ - . : @ /, in segments split by /, none empty)',
+    400,
+  ),
+  SSE_ERR_TOPIC_FORBIDDEN: createError(
+    'SSE_ERR_TOPIC_FORBIDDEN',
+    'Subscribing to the topic "%s" is not allowed for this token',
+    403,
+  ),
+  SSE_ERR_TOO_MANY_TOPICS: createError(
+    'SSE_ERR_TOO_MANY_TOPICS',
+    'The change would take a connection past %d topics (MAX_TOPICS_PER_CONNECTION); nothing changed',
+    409,
+  ),
+  SSE_ERR_INVALID_SUBSCRIPTIONS: createError(
+    'SSE_ERR_INVALID_SUBSCRIPTIONS',
+    'Give at least one selector ("clientIds" or "userIds") and one of "add" or "remove"',
+    400,
+  ),
+  SSE_ERR_NOT_OWN_CONNECTION: createError(
+    'SSE_ERR_NOT_OWN_CONNECTION',
+    'Without sse:admin a token may change only its own connections: %s',
+    403,
+  ),
+  SSE_ERR_INVALID_EVENT: createError('SSE_ERR_INVALID_EVENT', 'Invalid event in the batch: %s', 400),
+  SSE_ERR_EVENT_TOO_LARGE: createError(
+    'SSE_ERR_EVENT_TOO_LARGE',
+    'The event is larger than MAX_PAYLOAD_BYTES (%d bytes)',
+    413,
   ),
   SSE_ERR_DATA_TOO_DEEP: createError('SSE_ERR_DATA_TOO_DEEP', 'data nests deeper than %d levels', 400),
   SSE_ERR_RATE_LIMITED: createError(
@@ -54,6 +85,31 @@ export const errors = {
     'SSE_ERR_BUS_UNAVAILABLE',
     'The event bus is unavailable (%s), so this cannot reach every instance; retry shortly',
     503,
+  ),
+  SSE_ERR_BUS_BACKLOG: createError(
+    'SSE_ERR_BUS_BACKLOG',
+    'Too many publishes are waiting for Redis (REDIS_MAX_PENDING_BYTES); nothing was stored; retry shortly',
+    503,
+  ),
+  SSE_ERR_REPLICAS_UNAVAILABLE: createError(
+    'SSE_ERR_REPLICAS_UNAVAILABLE',
+    'Fewer than REDIS_WAIT_REPLICAS replicas hold the event: %s',
+    503,
+  ),
+  SSE_ERR_INVALID_IDEMPOTENCY_KEY: createError(
+    'SSE_ERR_INVALID_IDEMPOTENCY_KEY',
+    'Idempotency-Key must be 1 to 128 visible ASCII characters (no spaces)',
+    400,
+  ),
+  SSE_ERR_IDEMPOTENCY_MISMATCH: createError(
+    'SSE_ERR_IDEMPOTENCY_MISMATCH',
+    'This Idempotency-Key was used with a different body; use a new key for a new request',
+    422,
+  ),
+  SSE_ERR_IDEMPOTENCY_IN_FLIGHT: createError(
+    'SSE_ERR_IDEMPOTENCY_IN_FLIGHT',
+    'The first request with this Idempotency-Key is still being processed; retry shortly',
+    409,
   ),
   SSE_ERR_REQUEST_TIMEOUT: createError(
     'SSE_ERR_REQUEST_TIMEOUT',

@@ -33,19 +33,27 @@ try {
   process.exit(1)
 }
 
+const address = app.server.address()
+const port = typeof address === 'object' && address !== null ? address.port : config.port
+// The scheme it serves: https (HTTP/2 and HTTP/1.1 by ALPN) with TLS_CERT and TLS_KEY.
+const base = `${config.tls === null ? 'http' : 'https'}://localhost:${port}`
+app.log.info(
+  { url: base, protocols: config.tls === null ? ['http/1.1'] : ['h2', 'http/1.1'] },
+  `serving ${base}`,
+)
+
 if (config.jwt.ephemeral) {
   const token = app.mintToken({
     sub: 'dev',
     scopes: ['sse:publish', 'sse:admin'],
     expiresInSeconds: 24 * 3600,
   })
-  const address = app.server.address()
-  const port = typeof address === 'object' && address !== null ? address.port : config.port
-  const base = `http://localhost:${port}`
+  // A development certificate is usually self-signed: curl is told to trust it.
+  const curl = config.tls === null ? 'curl' : `curl --cacert '${process.env.TLS_CERT?.trim()}'`
   app.log.warn(
     {
       devToken: token,
-      try: `curl -N ${base}/api/sse  &  curl -X POST ${base}/api/sse -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"event":"hello","data":{"text":"hi"},"broadcast":true}'`,
+      try: `${curl} -N ${base}/api/sse  &  ${curl} -X POST ${base}/api/sse -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"event":"hello","data":{"text":"hi"},"broadcast":true}'`,
     },
     'no JWT_SECRET or JWT_PUBLIC_KEY: using a secret generated for this run only (development). ' +
       'devToken is a 24 h token for user "dev" with sse:publish and sse:admin.',

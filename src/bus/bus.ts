@@ -43,6 +43,12 @@ export interface Bus {
    * success for a message the bus did not take.
    */
   publish(message: BusMessage): Promise<string>
+  /**
+   * Publishes several messages in one go (one round trip where the bus has a network), in
+   * order: their ids increase in the order given. Each settles on its own: the result holds
+   * an id or the error for that message.
+   */
+  publishMany(messages: readonly BusMessage[]): Promise<(string | Error)[]>
   /** Starts delivery to `handler`; resolves once every later publish will reach it. */
   subscribe(handler: BusHandler): Promise<void>
   status(): BusStatus

@@ -42,6 +42,12 @@ export class MemoryBus implements Bus {
     return Promise.resolve(id)
   }
 
+  async publishMany(messages: readonly BusMessage[]): Promise<(string | Error)[]> {
+    const out: (string | Error)[] = []
+    for (const message of messages) out.push(await this.publish(message).catch((err: Error) => err))
+    return out
+  }
+
   subscribe(handler: BusHandler): Promise<void> {
     if (this.#closed) return Promise.reject(new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed'))
     this.#own.add(handler)

@@ -1,9 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { RedisClientType } from 'redis'
 import { errors } from '../errors.js'
-import { compareEventIds } from '../sse/event-id.js'
-import type { EventTarget } from '../sse/target.js'
-import { type Bus, type BusEvent, type BusHandler, type BusMessage, type BusStatus, idTime } from './bus.js'
+import type { Bus, BusHandler, BusMessage, BusStatus } from './bus.js'
+import type { IdempotentPublish, PublishOutcome } from './idempotency.js'
+import { eventsBytesKey, eventsKey, valuesOf } from './redis-entries.js'
+import { StreamReader } from './redis-reader.js'
+import { APPEND, ENTRY_OVERHEAD_BYTES, runScript, SET_RECORD } from './redis-scripts.js'
 
 export type RedisClient = RedisClientType
 
@@ -21,250 +22,290 @@ const SILENT: BusLogger = { info() {}, warn() {}, error() {} }
 
 /** The transport keeps at least this many entries, whatever HISTORY_SIZE says: it is also the buffer for slow readers. */
 export const MIN_STREAM_LENGTH = 1000
-const READ_COUNT = 512
+/** A replica counts for REDIS_WAIT_REPLICAS only when it acknowledged within this (it does every second). */
+const MAX_REPLICA_LAG_S = 3
 
 export interface RedisBusOptions {
-  /** For XADD and other short commands. */
+  /** For short commands (and publishing, without `publisher`). */
   commands: RedisClient
+  /**
+   * For publishing: a connection of its own when REDIS_WAIT_REPLICAS is set, since WAIT holds the
+   * connection it is sent on (and covers only what was written on it). Defaults to `commands`.
+   */
+  publisher?: RedisClient
   /** A dedicated connection: XREAD BLOCK holds it. */
   reader: RedisClient
   /** Every key starts with it. */
   prefix: string
-  /** `MAXLEN ~` of the stream (raised to MIN_STREAM_LENGTH). */
+  /** The most entries of the stream (raised to MIN_STREAM_LENGTH). */
   maxLength: number
+  /** HISTORY_MAX_BYTES: the most bytes of entries (ids, fields and a per-entry overhead) the stream holds. */
+  maxBytes?: number
+  /** REDIS_MAX_PENDING_BYTES: publishes waiting for Redis's answer; past it a publish is refused at once. */
+  maxPendingBytes?: number
+  /** REDIS_WAIT_REPLICAS: a publish succeeds only once this many replicas hold it (WAIT). */
+  waitReplicas?: number
+  /** REDIS_WAIT_TIMEOUT_MS: how long WAIT waits for them. */
+  waitTimeoutMs?: number
   /** How long one XREAD blocks before the loop looks around again. */
   blockMs?: number
   log?: BusLogger
   /**
-   * Called when, after an outage, entries this instance never read were already
-   * trimmed from the stream: its connections missed events that no one can replay.
+   * Called when entries this instance never read were already trimmed from the stream: its
+   * connections missed events that no one can replay.
    */
   onGap?: (lastId: string) => void
 }
 
-interface StreamEntry {
-  id: string
-  message: Record<string, string>
+/** Why publishes were refused, counted per event (for `sse_publishes_refused_total`). */
+export interface Refusals {
+  unavailable: number
+  backlog: number
+  replicas: number
 }
 
-/** The stream key, for the history and the tests. */
-export function eventsKey(prefix: string): string {
-  return `${prefix}events`
-}
-
-function encodeTarget(target: EventTarget): string {
-  if (target.broadcast === true) return '*'
-  return JSON.stringify({ u: target.userIds, c: target.clientIds })
-}
-
-function strings(value: unknown): readonly string[] | undefined {
-  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return undefined
-  return value as string[]
-}
-
-function decodeTarget(raw: string): EventTarget | null {
-  if (raw === '*') return { broadcast: true }
-  const parsed = JSON.parse(raw) as { u?: unknown; c?: unknown }
-  const userIds = strings(parsed.u)
-  const clientIds = strings(parsed.c)
-  if (userIds === undefined && clientIds === undefined) return null
-  return { ...(userIds ? { userIds } : {}), ...(clientIds ? { clientIds } : {}) }
-}
-
-/** Turns a stream entry back into a bus event; null for an entry this service did not write. */
-export function decodeEntry(entry: StreamEntry): BusEvent | null {
-  const { e: event, d: data, t: target, o: origin } = entry.message
-  if (event === undefined || data === undefined || target === undefined) return null
-  try {
-    const decodedTarget = decodeTarget(target)
-    if (decodedTarget === null) return null
-    return {
-      id: entry.id,
-      event,
-      data: JSON.parse(data),
-      target: decodedTarget,
-      origin: origin ?? '',
-      publishedAt: idTime(entry.id),
-    }
-  } catch {
-    return null
-  }
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
+const STORED_UNCONFIRMED = 'it was stored and may still be delivered; retry with the same Idempotency-Key'
 
 /**
- * A bus on one Redis Stream. XADD assigns the id (`<ms>-<seq>`, strictly increasing
- * for the whole deployment) and trims with `MAXLEN ~`; each instance reads the stream
- * with XREAD BLOCK on its own connection, from the last id it delivered, so that after
- * an outage it resumes exactly where it stopped: nothing accepted is lost or doubled.
+ * A bus on one Redis Stream. A script appends (Redis assigns the id, `<ms>-<seq>`, strictly
+ * increasing for the whole deployment), keeps the stream within its count and byte bounds and
+ * records an Idempotency-Key, in one step; each instance reads the stream with a StreamReader,
+ * from the last id it delivered: nothing accepted is lost or doubled, and a gap (entries trimmed
+ * before it read them) is reported, never skipped.
  */
 export class RedisBus implements Bus {
   readonly kind = 'redis' as const
   readonly #commands: RedisClient
-  readonly #reader: RedisClient
+  readonly #publisher: RedisClient
+  readonly #stream: StreamReader
   readonly #key: string
+  readonly #bytesKey: string
   readonly #maxLength: number
-  readonly #blockMs: number
+  readonly #maxBytes: number
+  readonly #maxPendingBytes: number
+  readonly #waitReplicas: number
+  readonly #waitTimeoutMs: number
   readonly #log: BusLogger
-  readonly #onGap: ((lastId: string) => void) | undefined
-  #handler: BusHandler | undefined
-  #lastId: string | null = null
-  #loop: Promise<void> | undefined
-  #lastError: string | null = null
+  readonly #refused: Refusals = { unavailable: 0, backlog: 0, replicas: 0 }
+  #pendingBytes = 0
+  /** Scripts sent on the publisher connection, and the newest WAIT with how many it covers. */
+  #sent = 0
+  #wait: { covers: number; acked: Promise<number> } | null = null
   #closed = false
 
   constructor(options: RedisBusOptions) {
     this.#commands = options.commands
-    this.#reader = options.reader
+    this.#publisher = options.publisher ?? options.commands
     this.#key = eventsKey(options.prefix)
+    this.#bytesKey = eventsBytesKey(options.prefix)
     this.#maxLength = Math.max(options.maxLength, MIN_STREAM_LENGTH)
-    this.#blockMs = options.blockMs ?? 5000
+    this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER
+    this.#maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
+    this.#waitReplicas = options.waitReplicas ?? 0
+    this.#waitTimeoutMs = options.waitTimeoutMs ?? 1000
     this.#log = options.log ?? SILENT
-    this.#onGap = options.onGap
+    this.#stream = new StreamReader({
+      reader: options.reader,
+      key: this.#key,
+      blockMs: options.blockMs ?? 5000,
+      log: this.#log,
+      ...(options.onGap ? { onGap: options.onGap } : {}),
+    })
   }
 
   /** The id of the last event this instance delivered (or the stream's end when it started). */
   get lastId(): string | null {
-    return this.#lastId
+    return this.#stream.lastId
+  }
+
+  /** Events refused so far, by reason. */
+  get refused(): Readonly<Refusals> {
+    return this.#refused
+  }
+
+  /** How many times this instance found entries trimmed before it could read them. */
+  get gaps(): number {
+    return this.#stream.gaps
+  }
+
+  /** Bytes of publishes sent to Redis and not answered yet. */
+  get pendingBytes(): number {
+    return this.#pendingBytes
   }
 
   async publish(message: BusMessage): Promise<string> {
-    if (this.#closed) throw new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed')
-    if (!this.#commands.isReady) throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
-    const fields = {
-      e: message.event,
-      d: JSON.stringify(message.data) ?? 'null',
-      t: encodeTarget(message.target),
-      o: message.origin,
-    }
+    const [id] = await this.publishMany([message])
+    if (typeof id !== 'string') throw id
+    return id
+  }
+
+  /** One script call: one round trip, atomic, ids in the order given. */
+  async publishMany(messages: readonly BusMessage[]): Promise<(string | Error)[]> {
+    const outcome = await this.#append(messages, null)
+    return outcome.kind === 'published' ? outcome.ids : messages.map(() => this.#unavailable())
+  }
+
+  /**
+   * Publishes unless `once.key` was seen within its TTL, recording the key in the same script
+   * as the XADDs: a lost reply cannot make a retry publish twice.
+   */
+  publishOnce(messages: readonly BusMessage[], once: IdempotentPublish): Promise<PublishOutcome> {
+    return this.#append(messages, once)
+  }
+
+  /**
+   * Makes sure the replicas REDIS_WAIT_REPLICAS asks for hold everything written so far (for a
+   * repeat that answers an earlier publish): a small write to `recordKey`, then WAIT.
+   */
+  async confirm(recordKey: string): Promise<void> {
+    if (this.#waitReplicas === 0) return
     try {
-      return await this.#commands.xAdd(this.#key, '*', fields, {
-        TRIM: { strategy: 'MAXLEN', strategyModifier: '~', threshold: this.#maxLength },
+      let seq = 0
+      await runScript(this.#publisher, SET_RECORD, [recordKey], ['c', '1'], () => {
+        seq = ++this.#sent
       })
+      if ((await this.#acked(seq)) >= this.#waitReplicas) return
     } catch (err) {
-      // The detail is for the operator; the publisher learns only that Redis is unavailable.
-      this.#log.warn({ err }, 'a publish failed in redis')
+      this.#log.warn({ err }, 'confirming a publish on the replicas failed')
       throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
+    }
+    throw new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED)
+  }
+
+  /** Trims entries older than `minId` (HISTORY_TTL_MS), keeping the byte total exact. */
+  async trim(minId: string): Promise<void> {
+    await runScript(this.#commands, APPEND, [this.#key, this.#bytesKey], this.#limits(minId, '', 0, 0))
+  }
+
+  #limits(minId: string, fingerprint: string, ttlMs: number, n: number): string[] {
+    return [
+      String(this.#maxLength),
+      String(this.#maxBytes),
+      minId,
+      String(this.#waitReplicas),
+      String(MAX_REPLICA_LAG_S),
+      String(ENTRY_OVERHEAD_BYTES),
+      fingerprint,
+      String(ttlMs),
+      String(n),
+    ]
+  }
+
+  async #append(messages: readonly BusMessage[], once: IdempotentPublish | null): Promise<PublishOutcome> {
+    const n = messages.length
+    const refuse = (reason: keyof Refusals, err: () => Error): PublishOutcome => {
+      this.#refused[reason] += n
+      return { kind: 'published', ids: messages.map(err) }
+    }
+    if (this.#closed)
+      return refuse('unavailable', () => new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed'))
+    if (!this.#publisher.isReady) return refuse('unavailable', () => this.#unavailable())
+    const args = this.#limits('', once?.fingerprint ?? '', once?.ttlMs ?? 0, n)
+    let bytes = 0
+    for (const message of messages) {
+      for (const value of valuesOf(message)) {
+        args.push(value)
+        bytes += value.length
+      }
+    }
+    // Bounded while Redis is slow: one publish always goes, more only within the budget.
+    if (this.#pendingBytes > 0 && this.#pendingBytes + bytes > this.#maxPendingBytes) {
+      return refuse('backlog', () => new errors.SSE_ERR_BUS_BACKLOG())
+    }
+    this.#pendingBytes += bytes
+    try {
+      const keys = once === null ? [this.#key, this.#bytesKey] : [this.#key, this.#bytesKey, once.key]
+      let reply: string[]
+      let seq = 0
+      try {
+        reply = (await runScript(this.#publisher, APPEND, keys, args, () => {
+          seq = ++this.#sent
+        })) as string[]
+      } catch (err) {
+        // The detail is for the operator; the publisher learns only that Redis is unavailable.
+        this.#log.warn({ err }, 'a publish failed in redis')
+        return refuse('unavailable', () => this.#unavailable())
+      }
+      const [status, a = '', b = '', c = '', d = '0'] = reply
+      if (status === 'mismatch') return { kind: 'mismatch' }
+      if (status === 'seen') {
+        const ids = a === '' ? [] : a.split(',')
+        return {
+          kind: 'seen',
+          record: { ids, answer: b === '' ? null : b, failed: c !== '', ageMs: Number(d) },
+        }
+      }
+      if (status === 'replicas') {
+        this.#log.warn(
+          { online: Number(a), wanted: this.#waitReplicas },
+          'too few replicas online: publish refused',
+        )
+        return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE('nothing was stored'))
+      }
+      const ids = a.split(',')
+      if (this.#waitReplicas > 0 && !(await this.#replicated(seq, once))) {
+        return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
+      }
+      return { kind: 'published', ids }
+    } finally {
+      this.#pendingBytes -= bytes
     }
   }
 
-  async subscribe(handler: BusHandler): Promise<void> {
-    if (this.#closed) throw new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed')
-    if (this.#handler !== undefined) throw new TypeError('RedisBus supports one subscriber per instance')
-    this.#handler = handler
-    // Start from the current end so that every later publish is read; when Redis is
-    // down now, the loop finds the end once it is back.
-    if (this.#reader.isReady) {
-      try {
-        this.#lastId = await this.#tail()
-      } catch (err) {
-        this.#lastError = `redis: ${messageOf(err)}`
-      }
+  /**
+   * How many replicas acknowledged everything up to the `seq`-th script sent on the publisher
+   * connection. Redis runs a connection's commands in order, so a WAIT sent after a script covers it:
+   * publishes share WAITs (one per replica round trip, however many publishes), and a publish waits
+   * at most for the WAIT in flight and the one after it.
+   */
+  #acked(seq: number): Promise<number> {
+    const latest = this.#wait
+    if (latest !== null && latest.covers >= seq) return latest.acked
+    const wait = {
+      covers: this.#sent,
+      acked: this.#publisher.wait(this.#waitReplicas, this.#waitTimeoutMs).catch((err: unknown) => {
+        this.#log.warn({ err }, 'WAIT failed in redis')
+        return 0
+      }),
     }
-    this.#loop = this.#run()
+    this.#wait = wait
+    return wait.acked
+  }
+
+  /** Waits for the replicas; when they do not confirm in time, marks the record so a repeat need not wait. */
+  async #replicated(seq: number, once: IdempotentPublish | null): Promise<boolean> {
+    const acked = await this.#acked(seq)
+    if (acked >= this.#waitReplicas) return true
+    this.#log.warn(
+      { acked, wanted: this.#waitReplicas },
+      'a publish was not confirmed by the replicas in time',
+    )
+    if (once !== null)
+      await runScript(this.#commands, SET_RECORD, [once.key], ['f', '1']).catch(() => undefined)
+    return false
+  }
+
+  #unavailable(): Error {
+    return new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
+  }
+
+  subscribe(handler: BusHandler): Promise<void> {
+    if (this.#closed) return Promise.reject(new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed'))
+    return this.#stream.start(handler)
   }
 
   status(): BusStatus {
     if (this.#closed) return { ready: false, reason: 'the bus is closed' }
-    const reading = this.#handler === undefined || (this.#reader.isReady && this.#lastId !== null)
-    if (this.#commands.isReady && reading) {
+    const reading = !this.#stream.started || this.#stream.reading
+    if (this.#commands.isReady && this.#publisher.isReady && reading) {
       return { ready: true, reason: null }
     }
-    return { ready: false, reason: this.#reason() }
+    return { ready: false, reason: this.#stream.lastError ?? 'redis: not connected' }
   }
 
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    // The reader is blocked in XREAD: only destroying the connection ends that at once.
-    if (this.#reader.isOpen) this.#reader.destroy()
-    await this.#loop
-  }
-
-  #reason(): string {
-    return this.#lastError ?? 'redis: not connected'
-  }
-
-  /** The id of the newest entry, or `0-0` for an empty or missing stream. */
-  async #tail(): Promise<string> {
-    const last = (await this.#reader.xRevRange(this.#key, '+', '-', { COUNT: 1 })) as StreamEntry[] | null
-    return last?.[0]?.id ?? '0-0'
-  }
-
-  async #run(): Promise<void> {
-    let failures = 0
-    let resuming = false
-    while (!this.#closed) {
-      if (!this.#reader.isReady) {
-        await sleep(50)
-        continue
-      }
-      try {
-        if (this.#lastId === null) this.#lastId = await this.#tail()
-        else if (resuming) await this.#checkContinuity(this.#lastId)
-        resuming = false
-        const reply = (await this.#reader.xRead(
-          { key: this.#key, id: this.#lastId },
-          { BLOCK: this.#blockMs, COUNT: READ_COUNT },
-        )) as { messages: StreamEntry[] }[] | null
-        failures = 0
-        this.#lastError = null
-        if (reply === null) continue
-        for (const stream of reply) {
-          for (const entry of stream.messages) this.#deliver(entry)
-        }
-      } catch (err) {
-        if (this.#closed) break
-        this.#lastError = `redis: ${messageOf(err)}`
-        resuming = true
-        failures++
-        await sleep(Math.min(25 * 2 ** failures, 1000))
-      }
-    }
-  }
-
-  #deliver(entry: StreamEntry): void {
-    this.#lastId = entry.id
-    const event = decodeEntry(entry)
-    if (event === null) {
-      this.#log.warn({ id: entry.id }, 'skipped a stream entry this service did not write')
-      return
-    }
-    try {
-      this.#handler?.(event)
-    } catch (err) {
-      this.#log.error({ err, id: entry.id }, 'delivering an event from the bus failed')
-    }
-  }
-
-  /**
-   * After a failed read: if Redis lost the stream (restarted without persistence),
-   * read the new one from its start; if entries newer than ours were trimmed while we
-   * were away, report the gap.
-   */
-  async #checkContinuity(lastId: string): Promise<void> {
-    const tail = await this.#tail()
-    if (tail === '0-0' || compareEventIds(tail, lastId) < 0) {
-      if (lastId !== '0-0') {
-        this.#log.warn(
-          { lastId, streamEnd: tail },
-          'the event stream in Redis was reset (Redis restarted without persistence?): reading it from the start',
-        )
-      }
-      this.#lastId = '0-0'
-      return
-    }
-    const info = (await this.#reader.xInfoStream(this.#key)) as Record<string, unknown>
-    const deleted = info['max-deleted-entry-id']
-    if (typeof deleted === 'string' && deleted !== '0-0' && compareEventIds(deleted, lastId) > 0) {
-      this.#log.warn(
-        { lastId, trimmedUpTo: deleted },
-        'events were trimmed from Redis before this instance read them',
-      )
-      this.#onGap?.(lastId)
-    }
+    await this.#stream.close()
   }
 }

@@ -1,6 +1,14 @@
-import { createClient } from 'redis'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createClient, type RedisClientOptions } from 'redis'
 import type { BusStatus } from './bus.js'
 import type { BusLogger, RedisClient } from './redis-bus.js'
+import {
+  followingClient,
+  type RedisNode,
+  SentinelResolver,
+  type SentinelTarget,
+  sameNode,
+} from './redis-sentinel.js'
 
 /** Reconnect delay: 100 ms doubling to 2 s, with jitter so that instances do not retry in step. */
 export function reconnectDelay(retries: number): number {
@@ -13,49 +21,110 @@ function messageOf(err: unknown): string {
 
 type State = 'starting' | 'up' | 'down' | 'closed'
 
+/** Where Redis is: one URL, or sentinels that name the primary (with an optional URL for credentials). */
+export type RedisTarget = string | (SentinelTarget & { readonly url?: string | null })
+
+/** How often the sentinels are asked where the primary is: often while it is unreachable. */
+const FOLLOW_DOWN_MS = 200
+const FOLLOW_UP_MS = 1000
+
+interface Trio {
+  readonly commands: RedisClient
+  readonly reader: RedisClient
+  readonly subscriber: RedisClient
+  /** Only with `publisher: true`: publishes and their WAIT, which holds the connection it is sent on. */
+  readonly publisher?: RedisClient
+}
+
+function clientsOf(trio: Trio): RedisClient[] {
+  return [trio.commands, trio.reader, trio.subscriber, ...(trio.publisher ? [trio.publisher] : [])]
+}
+
+type PubSubListener = (message: string, channel: string) => unknown
+
 /**
  * The three connections an instance holds to Redis, made here and nowhere else:
  * `commands` (short commands), `reader` (held by XREAD BLOCK) and `subscriber`
  * (pub/sub). Commands fail fast while Redis is down instead of queueing. The state
  * of the three together is logged once per change, not once per retry.
+ *
+ * With sentinels, the three follow the primary: the sentinels are asked where it is (every
+ * 200 ms while it is unreachable, every second otherwise), and when it moves, three new
+ * connections to the new primary replace the old ones behind the same objects, the
+ * subscriber's channels subscribed again. Commands sent meanwhile fail at once (503).
  */
 export class RedisConnections {
   readonly commands: RedisClient
   readonly reader: RedisClient
   readonly subscriber: RedisClient
+  /** Where publishes go: a fourth connection with `publisher: true` (REDIS_WAIT_REPLICAS), else `commands`. */
+  readonly publisher: RedisClient
   readonly #log: BusLogger
   readonly #listeners = new Set<() => void>()
+  readonly #options: RedisClientOptions
+  readonly #resolver: SentinelResolver | null
+  readonly #subscriptions: [string, PubSubListener][] = []
+  readonly #name: string | undefined
+  readonly #dedicatedPublisher: boolean
+  #trio: Trio | null = null
+  #primary: RedisNode | null = null
   #state: State = 'starting'
   #lastError: string | null = null
   #connecting: Promise<unknown> | undefined
 
-  /** `name` tags the connections in CLIENT LIST as `<name>:commands`, `<name>:reader`, `<name>:subscriber`. */
-  constructor(url: string, log: BusLogger, options: { connectTimeoutMs?: number; name?: string } = {}) {
+  /**
+   * `name` tags the connections in CLIENT LIST as `<name>:commands`, `<name>:reader`, `<name>:subscriber`
+   * (and `<name>:publisher`). `publisher: true` adds a connection for publishes, so that a WAIT for
+   * replicas never holds the one that presence and idempotency reads use.
+   */
+  constructor(
+    target: RedisTarget,
+    log: BusLogger,
+    options: { connectTimeoutMs?: number; name?: string; publisher?: boolean } = {},
+  ) {
     this.#log = log
-    const base = {
-      url,
+    this.#name = options.name
+    this.#dedicatedPublisher = options.publisher ?? false
+    const socket = { connectTimeout: options.connectTimeoutMs ?? 5000, reconnectStrategy: reconnectDelay }
+    if (typeof target === 'string') {
+      this.#options = { url: target, disableOfflineQueue: true, socket }
+      this.#resolver = null
+      const trio = this.#makeTrio(this.#options)
+      this.#trio = trio
+      this.commands = trio.commands
+      this.reader = trio.reader
+      this.subscriber = trio.subscriber
+      this.publisher = trio.publisher ?? trio.commands
+      return
+    }
+    // The URL gives only credentials, database and TLS: the sentinels say where the primary is.
+    const url = target.url ? new URL(target.url) : null
+    this.#options = {
       disableOfflineQueue: true,
-      socket: { connectTimeout: options.connectTimeoutMs ?? 5000, reconnectStrategy: reconnectDelay },
+      socket: { ...socket, ...(url?.protocol === 'rediss:' ? { tls: true as const } : {}) },
+      ...(url?.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url?.password ? { password: decodeURIComponent(url.password) } : {}),
+      ...(url && url.pathname.length > 1 ? { database: Number(url.pathname.slice(1)) } : {}),
     }
-    const named = (role: string) => (options.name ? { name: `${options.name}:${role}` } : {})
-    this.commands = createClient({ ...base, ...named('commands') }) as RedisClient
-    this.reader = this.commands.duplicate(named('reader'))
-    // The subscriber keeps its offline queue: SUBSCRIBE made while Redis is down is sent
-    // when it comes up, and node-redis subscribes again after every reconnect.
-    this.subscriber = this.commands.duplicate({ disableOfflineQueue: false, ...named('subscriber') })
-    for (const [name, client] of this.#all()) {
-      client.on('error', (err: unknown) => {
-        this.#lastError = `redis ${name} connection: ${messageOf(err)}`
-        this.#update()
-      })
-      client.on('ready', () => this.#update())
-      client.on('reconnecting', () => this.#update())
-      client.on('end', () => this.#update())
-    }
+    this.#resolver = new SentinelResolver(target)
+    this.commands = followingClient(() => this.#trio?.commands ?? null)
+    this.reader = followingClient(() => this.#trio?.reader ?? null)
+    this.publisher = followingClient(() => this.#trio?.publisher ?? this.#trio?.commands ?? null)
+    this.subscriber = followingClient(() => this.#trio?.subscriber ?? null, {
+      subscribe: (channel: string, listener: PubSubListener) => {
+        this.#subscriptions.push([channel, listener])
+        return this.#trio?.subscriber.subscribe(channel, listener) ?? Promise.resolve()
+      },
+    })
   }
 
   get ready(): boolean {
     return this.#state === 'up'
+  }
+
+  /** The primary the connections point at (sentinel mode); null otherwise or before it is known. */
+  get primary(): RedisNode | null {
+    return this.#primary
   }
 
   /** Called every time all three connections are ready again after an outage. */
@@ -68,7 +137,12 @@ export class RedisConnections {
    * (they keep trying in the background: the service starts, not ready).
    */
   async connect(timeoutMs: number): Promise<boolean> {
-    this.#connecting = Promise.all(this.#all().map(([, client]) => client.connect()))
+    if (this.#resolver !== null) {
+      this.#connecting = this.#firstPrimary(timeoutMs)
+      void this.#follow()
+    } else {
+      this.#connecting = this.#connectTrio(this.#trio as Trio)
+    }
     // A connect abandoned by close() rejects; that is expected.
     this.#connecting.catch(() => undefined)
     let timer: NodeJS.Timeout | undefined
@@ -76,7 +150,7 @@ export class RedisConnections {
       timer = setTimeout(() => resolve(false), timeoutMs)
     })
     try {
-      return await Promise.race([this.#connecting.then(() => true), timeout])
+      return await Promise.race([this.#connecting.then(() => this.#allReady()), timeout])
     } catch {
       return false
     } finally {
@@ -98,30 +172,110 @@ export class RedisConnections {
 
   async close(): Promise<void> {
     this.#state = 'closed'
-    await Promise.all(
-      this.#all().map(async ([, client]) => {
-        try {
-          // close() waits for pending replies; a client that is not up has none worth waiting for.
-          if (client.isReady) await client.close()
-          else if (client.isOpen) client.destroy()
-        } catch {
-          // already closed
-        }
-      }),
-    )
+    this.#resolver?.close()
+    const trio = this.#trio
+    if (trio !== null) await closeTrio(trio)
+    // The following loop sleeps on an unref'd timer and ends at its next wake: not awaited.
   }
 
-  #all(): [string, RedisClient][] {
-    return [
-      ['commands', this.commands],
-      ['reader', this.reader],
-      ['subscriber', this.subscriber],
-    ]
+  #closed(): boolean {
+    return this.#state === 'closed'
+  }
+
+  #makeTrio(options: RedisClientOptions): Trio {
+    const named = (role: string) => (this.#name ? { name: `${this.#name}:${role}` } : {})
+    const commands = createClient({ ...options, ...named('commands') }) as RedisClient
+    const trio: Trio = {
+      commands,
+      reader: commands.duplicate(named('reader')),
+      // The subscriber keeps its offline queue: SUBSCRIBE made while Redis is down is sent
+      // when it comes up, and node-redis subscribes again after every reconnect.
+      subscriber: commands.duplicate({ disableOfflineQueue: false, ...named('subscriber') }),
+      ...(this.#dedicatedPublisher ? { publisher: commands.duplicate(named('publisher')) } : {}),
+    }
+    for (const [role, client] of Object.entries(trio) as [string, RedisClient][]) {
+      client.on('error', (err: unknown) => {
+        if (this.#trio !== trio) return
+        this.#lastError = `redis ${role} connection: ${messageOf(err)}`
+        this.#update()
+      })
+      for (const event of ['ready', 'reconnecting', 'end']) {
+        client.on(event, () => {
+          if (this.#trio === trio) this.#update()
+        })
+      }
+    }
+    return trio
+  }
+
+  #connectTrio(trio: Trio): Promise<unknown> {
+    return Promise.all(clientsOf(trio).map((client) => client.connect()))
+  }
+
+  #allReady(): boolean {
+    const trio = this.#trio
+    return trio !== null && clientsOf(trio).every((client) => client.isReady)
+  }
+
+  /** Sentinel mode: asks until a sentinel names the primary, then connects to it. */
+  async #firstPrimary(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (this.#state !== 'closed') {
+      const primary = await this.#resolver?.primary()
+      if (primary) {
+        if (!sameNode(primary, this.#primary)) await this.#moveTo(primary)
+        return
+      }
+      this.#lastError = 'redis sentinels: none named the primary'
+      if (Date.now() > deadline) throw new Error(this.#lastError)
+      await sleep(FOLLOW_DOWN_MS, undefined, { ref: false })
+    }
+  }
+
+  /** Sentinel mode: follows the primary wherever the sentinels say it is, until closed. */
+  async #follow(): Promise<void> {
+    while (this.#state !== 'closed') {
+      await sleep(this.#state === 'up' ? FOLLOW_UP_MS : FOLLOW_DOWN_MS, undefined, { ref: false })
+      if (this.#closed()) break
+      const primary = await this.#resolver?.primary().catch(() => null)
+      // Not awaited past the swap: a new primary that does not answer yet must not stop the following.
+      if (primary && !sameNode(primary, this.#primary) && !this.#closed()) void this.#moveTo(primary)
+    }
+  }
+
+  /**
+   * New connections to `primary` replace the old ones at once (the old are dropped); resolves
+   * once the new ones are connected.
+   */
+  async #moveTo(primary: RedisNode): Promise<void> {
+    if (this.#closed()) return
+    const previous = this.#primary
+    const trio = this.#makeTrio({
+      ...this.#options,
+      socket: { ...this.#options.socket, host: primary.host, port: primary.port },
+    } as RedisClientOptions)
+    for (const [channel, listener] of this.#subscriptions) {
+      trio.subscriber.subscribe(channel, listener).catch(() => undefined)
+    }
+    const old = this.#trio
+    this.#trio = trio
+    this.#primary = primary
+    if (previous !== null) {
+      this.#log.warn(
+        { from: `${previous.host}:${previous.port}`, to: `${primary.host}:${primary.port}` },
+        'the redis primary moved (sentinel failover): connecting to the new one',
+      )
+    }
+    this.#update()
+    const connected = this.#connectTrio(trio).catch(() => undefined)
+    if (old !== null) await closeTrio(old, true)
+    await connected
+    this.#update()
   }
 
   #update(): void {
     if (this.#state === 'closed') return
-    const up = this.commands.isReady && this.reader.isReady && this.subscriber.isReady
+    const up = this.#allReady()
     const previous = this.#state
     if (up && previous !== 'up') {
       this.#state = 'up'
@@ -142,4 +296,18 @@ export class RedisConnections {
       )
     }
   }
+}
+
+/** close() waits for pending replies; a client that is not up (or is being replaced) has none worth waiting for. */
+async function closeTrio(trio: Trio, now = false): Promise<void> {
+  await Promise.all(
+    clientsOf(trio).map(async (client) => {
+      try {
+        if (client.isReady && !now) await client.close()
+        else if (client.isOpen) client.destroy()
+      } catch {
+        // already closed
+      }
+    }),
+  )
 }

@@ -2,7 +2,8 @@ import { isValidEventId } from '../sse/frame.js'
 import type { EventHistory, ReplayLimit, ReplayWindow, StoredEvent } from '../sse/history.js'
 import type { BusEvent } from './bus.js'
 import { idTime } from './bus.js'
-import { decodeEntry, eventsKey, type RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-bus.js'
+import { decodeEntry, eventsKey } from './redis-entries.js'
 
 export interface RedisHistoryOptions {
   /** A command connection (never the blocked reader). */
@@ -21,6 +22,11 @@ export interface RedisHistoryOptions {
   toStored(event: BusEvent): StoredEvent
   /** The last id this instance delivered: what a new stream is told is the latest. */
   latestId(): string | null
+  /**
+   * Trims entries older than an id (the bus's `trim`, which keeps the stream's byte total
+   * exact); without it, `maintain()` trims with XTRIM MINID.
+   */
+  trimBefore?: (minId: string) => Promise<void>
   now?: () => number
 }
 
@@ -62,6 +68,7 @@ export class RedisHistory implements EventHistory {
   readonly #toStored: (event: BusEvent) => StoredEvent
   readonly #latestId: () => string | null
   readonly #now: () => number
+  readonly #trimBefore: ((minId: string) => Promise<void>) | undefined
   readonly #frames = new Map<string, StoredEvent>()
   #frameBytes = 0
   readonly #pages = new Map<string, Promise<StreamEntry[]>>()
@@ -77,6 +84,7 @@ export class RedisHistory implements EventHistory {
     this.#toStored = options.toStored
     this.#latestId = options.latestId
     this.#now = options.now ?? Date.now
+    this.#trimBefore = options.trimBefore
   }
 
   /** The stream length when `maintain()` last ran. */
@@ -138,8 +146,9 @@ export class RedisHistory implements EventHistory {
   /** Trims entries past HISTORY_TTL_MS (`MINID ~`) and refreshes `size`. Run now and then. */
   async maintain(): Promise<void> {
     if (this.#ttlMs > 0) {
-      const cutoff = Math.max(0, this.#now() - this.#ttlMs)
-      await this.#client.xTrim(this.#key, 'MINID', `${cutoff}-0`, { strategyModifier: '~' })
+      const cutoff = `${Math.max(0, this.#now() - this.#ttlMs)}-0`
+      if (this.#trimBefore) await this.#trimBefore(cutoff)
+      else await this.#client.xTrim(this.#key, 'MINID', cutoff, { strategyModifier: '~' })
     }
     this.#size = await this.#client.xLen(this.#key)
   }

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import { errors } from '../errors.js'
 import type { BusStatus } from './bus.js'
 import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-bus.js'
@@ -29,8 +28,6 @@ export interface LocalState {
   report(): InstanceReport
   /** Open connections per user here. */
   userCounts(): Iterable<[string, number]>
-  /** Ends every local stream (reason server_disconnect); returns how many. */
-  disconnectAll(): number
 }
 
 export interface RedisPresenceOptions {
@@ -41,8 +38,6 @@ export interface RedisPresenceOptions {
   instanceId: string
   /** How often the instance reports; it drops out after 2.5 times this without a report. */
   reportIntervalMs: number
-  /** How long a cluster-wide disconnect waits for the other instances. */
-  replyTimeoutMs?: number
   log?: BusLogger
 }
 
@@ -90,18 +85,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
 end
 return out`
 
-interface ControlMessage {
-  type: 'disconnect-all'
-  requestId: string
-  replyTo: string
-}
-
-interface ReplyMessage {
-  requestId: string
-  instanceId: string
-  disconnected: number
-}
-
 /**
  * What the instances know of each other, in Redis: a report per instance with a TTL
  * (stats; a dead one drops out), a hash of connections per user per instance (the
@@ -114,10 +97,8 @@ export class RedisPresence {
   readonly #prefix: string
   readonly #instanceId: string
   readonly #ttlMs: number
-  readonly #replyTimeoutMs: number
   readonly #log: BusLogger | undefined
   readonly #keys: { instances: string; report: string; users: string; control: string; reply: string }
-  readonly #waiting = new Map<string, (reply: ReplyMessage) => void>()
   #local: LocalState | undefined
   #closed = false
 
@@ -127,7 +108,6 @@ export class RedisPresence {
     this.#prefix = options.prefix
     this.#instanceId = options.instanceId
     this.#ttlMs = Math.ceil(options.reportIntervalMs * 2.5)
-    this.#replyTimeoutMs = options.replyTimeoutMs ?? 2000
     this.#log = options.log
     const p = options.prefix
     this.#keys = {
@@ -139,16 +119,9 @@ export class RedisPresence {
     }
   }
 
-  /** Subscribes to control messages. Does not wait for Redis: the subscription is made once it is up. */
+  /** Starts reporting what `local` says. */
   start(local: LocalState): void {
     this.#local = local
-    const subscribed = Promise.all([
-      this.#subscriber.subscribe(this.#keys.control, (message) => this.#onControl(message)),
-      this.#subscriber.subscribe(this.#keys.reply, (message) => this.#onReply(message)),
-    ])
-    subscribed.catch((err) => {
-      if (!this.#closed) this.#log?.error({ err }, 'could not subscribe to the control channel')
-    })
   }
 
   status(): BusStatus {
@@ -240,47 +213,6 @@ export class RedisPresence {
     return { instances, users }
   }
 
-  /**
-   * Asks every instance (this one included) to end its streams and sums their
-   * answers. PUBLISH says how many instances heard the request; the sum waits for
-   * that many replies, or for the timeout.
-   */
-  async disconnectAll(): Promise<number> {
-    this.#assertReady()
-    const requestId = randomUUID()
-    const replies: ReplyMessage[] = []
-    let expected = Number.POSITIVE_INFINITY
-    let done: () => void = () => {}
-    const complete = new Promise<void>((resolve) => {
-      done = resolve
-    })
-    this.#waiting.set(requestId, (reply) => {
-      replies.push(reply)
-      if (replies.length >= expected) done()
-    })
-    const timer = setTimeout(() => done(), this.#replyTimeoutMs)
-    timer.unref()
-    try {
-      const message: ControlMessage = { type: 'disconnect-all', requestId, replyTo: this.#instanceId }
-      expected = Number(await this.#commands.publish(this.#keys.control, JSON.stringify(message)))
-      if (replies.length >= expected) done()
-      await complete
-    } catch (err) {
-      this.#log?.warn({ err }, 'could not send disconnect-all through redis')
-      throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
-    } finally {
-      clearTimeout(timer)
-      this.#waiting.delete(requestId)
-    }
-    if (replies.length < expected) {
-      this.#log?.warn(
-        { expected, answered: replies.length },
-        'some instances did not answer the disconnect-all request in time',
-      )
-    }
-    return replies.reduce((sum, reply) => sum + reply.disconnected, 0)
-  }
-
   /** Removes this instance's entries at once, so that it leaves stats and limits now. */
   async close(): Promise<void> {
     if (this.#closed) return
@@ -297,30 +229,5 @@ export class RedisPresence {
   #assertReady(): void {
     const status = this.status()
     if (!status.ready) throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
-  }
-
-  #onControl(raw: string): void {
-    let message: ControlMessage
-    try {
-      message = JSON.parse(raw) as ControlMessage
-    } catch {
-      return
-    }
-    if (message.type !== 'disconnect-all' || this.#local === undefined) return
-    const disconnected = this.#local.disconnectAll()
-    this.#log?.info({ disconnected, requestedBy: message.replyTo }, 'disconnected every local stream')
-    const reply: ReplyMessage = { requestId: message.requestId, instanceId: this.#instanceId, disconnected }
-    this.#commands
-      .publish(`${this.#prefix}reply:${message.replyTo}`, JSON.stringify(reply))
-      .catch((err) => this.#log?.warn({ err }, 'could not answer a disconnect-all request'))
-  }
-
-  #onReply(raw: string): void {
-    try {
-      const reply = JSON.parse(raw) as ReplyMessage
-      this.#waiting.get(reply.requestId)?.(reply)
-    } catch {
-      // not ours
-    }
   }
 }

@@ -36,6 +36,35 @@ export type Stats = SseStats & {
   [extra: string]: unknown
 }
 
+/** Whom an event is for: everyone, or the union of users, connections and topics. */
+export type Target =
+  | { broadcast: true }
+  | { userIds?: readonly string[]; clientIds?: readonly string[]; topics?: readonly string[] }
+
+/** One event of a batch: a name, its data and a target. */
+export type BatchEvent<Events extends EventMap = EventMap> = {
+  [K in keyof Events & string]: { event: K; data: Events[K] } & Target
+}[keyof Events & string]
+
+export interface BatchResult {
+  results: (PublishResult | { error: { statusCode: number; code: string; message: string } })[]
+}
+
+export interface SubscriptionChange {
+  clientIds?: readonly string[]
+  userIds?: readonly string[]
+  add?: readonly string[]
+  remove?: readonly string[]
+}
+
+export interface TopicPresence {
+  topic: string
+  connections: number
+  anonymous: number
+  uniqueUsers: number
+  users: UserConnections[]
+}
+
 export interface DisconnectAllResult {
   disconnected: number
 }
@@ -47,7 +76,11 @@ export interface PublisherOptions {
   token: string | (() => string | Promise<string>)
   /** Per attempt, from sending the request to the end of the answer. Default 10000. */
   timeoutMs?: number
-  /** Extra attempts after a network error or a 503. Default 2. */
+  /**
+   * Extra attempts after a network error, a 503, and for publishes also after a timeout or a 409
+   * (each publish carries an Idempotency-Key that its retries reuse, so a retry never doubles an
+   * event). Default 2.
+   */
   retries?: number
   /** First retry delay; each next one doubles, with full jitter. Default 100. */
   retryDelayMs?: number
@@ -57,6 +90,15 @@ export interface PublisherOptions {
   connections?: number
   /** Your own undici dispatcher (a proxy agent, a mock); `close()` then leaves it open. */
   dispatcher?: Dispatcher
+}
+
+/** Per-call options of `publish` and `publishBatch`. */
+export interface PublishOptions {
+  /**
+   * The Idempotency-Key to send (1 to 128 visible ASCII characters). By default each call makes
+   * a fresh one; pass your own to make retries of your own (a job run again) safe as well.
+   */
+  idempotencyKey?: string
 }
 
 export interface Publisher<Events extends EventMap = EventMap> {
@@ -74,6 +116,28 @@ export interface Publisher<Events extends EventMap = EventMap> {
     data: Events[K],
     clientIds: readonly string[],
   ): Promise<PublishResult>
+  /** Sends `event` to every connection subscribed to one of these topics. */
+  publishToTopics<K extends keyof Events & string>(
+    event: K,
+    data: Events[K],
+    topics: readonly string[],
+  ): Promise<PublishResult>
+  /** Sends `event` to a target: everyone, or the union of users, connections and topics (each connection once). */
+  publish<K extends keyof Events & string>(
+    event: K,
+    data: Events[K],
+    target: Target,
+    options?: PublishOptions,
+  ): Promise<PublishResult>
+  /**
+   * Publishes up to 1000 events in one request, in order. Each is accepted or refused on its
+   * own: `results[i]` is `{id, delivered}` or `{error: {statusCode, code, message}}`.
+   */
+  publishBatch(events: readonly BatchEvent<Events>[], options?: PublishOptions): Promise<BatchResult>
+  /** Changes the topics of live connections (an admin: any; otherwise only the token's own). */
+  changeSubscriptions(change: SubscriptionChange): Promise<{ matched: number }>
+  /** Who is subscribed to a topic, across the deployment. */
+  presence(topic: string): Promise<TopicPresence>
   /** Sends event `notification` with `{title, message, type, timestamp}` to one user. */
   sendNotification(
     userId: string,
@@ -166,7 +230,10 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /**
  * Creates a publisher with its own keep-alive connection pool. Retries happen only
  * when the service could not take the request (network errors, 503), with exponential
- * backoff and full jitter; a timeout is not retried, since the event may have been sent.
+ * backoff and full jitter. Every publish sends an Idempotency-Key (a fresh UUID per call, the
+ * same on each of its retries), so publishes are also retried after a timeout or a 409: the
+ * service answers a repeat with the first result instead of publishing it again. Other calls
+ * are not retried after a timeout.
  */
 export function createPublisher<Events extends EventMap = EventMap>(
   options: PublisherOptions,
@@ -195,7 +262,7 @@ export function createPublisher<Events extends EventMap = EventMap>(
     return `Bearer ${token}`
   }
 
-  async function once(method: 'GET' | 'POST', path: string, body: unknown): Promise<Answer> {
+  async function once(method: 'GET' | 'POST', path: string, body: unknown, key?: string): Promise<Answer> {
     const res = await request(new URL(path, base), {
       method,
       dispatcher,
@@ -204,6 +271,7 @@ export function createPublisher<Events extends EventMap = EventMap>(
         accept: 'application/json',
         authorization: await authorization(),
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(key === undefined ? {} : { 'idempotency-key': key }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     })
@@ -223,7 +291,8 @@ export function createPublisher<Events extends EventMap = EventMap>(
     return retryAfterMs === null ? jittered : Math.min(maxRetryDelayMs, Math.max(retryAfterMs, jittered))
   }
 
-  async function call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  /** `key`: the Idempotency-Key of a publish; with it a timeout and a 409 are safe to retry. */
+  async function call<T>(method: 'GET' | 'POST', path: string, body?: unknown, key?: string): Promise<T> {
     if (closed)
       throw new PublisherError('The publisher is closed', {
         statusCode: null,
@@ -234,7 +303,7 @@ export function createPublisher<Events extends EventMap = EventMap>(
       const attempts = attempt + 1
       let answer: Answer
       try {
-        answer = await once(method, path, body)
+        answer = await once(method, path, body, key)
       } catch (err) {
         const code = errorCode(err)
         const name = (err as { name?: unknown } | null)?.name
@@ -243,6 +312,11 @@ export function createPublisher<Events extends EventMap = EventMap>(
           code === 'UND_ERR_HEADERS_TIMEOUT' ||
           code === 'UND_ERR_BODY_TIMEOUT'
         ) {
+          // The event may have been taken: only a retry with the same key cannot publish it twice.
+          if (key !== undefined && attempt < retries && !closed) {
+            await sleep(backoff(attempt, null))
+            continue
+          }
           throw new PublisherError(`${method} ${path}: no answer within ${timeoutMs} ms`, {
             statusCode: null,
             code: 'SSE_CLIENT_TIMEOUT',
@@ -261,11 +335,14 @@ export function createPublisher<Events extends EventMap = EventMap>(
         )
       }
       if (answer.status >= 200 && answer.status < 300) return answer.body as T
-      if (answer.status === 503 && attempt < retries && !closed) {
+      const problem = (answer.body ?? {}) as { code?: unknown; error?: unknown; message?: unknown }
+      // 409 SSE_ERR_IDEMPOTENCY_IN_FLIGHT: an earlier attempt of this call is still being processed.
+      const inFlight =
+        answer.status === 409 && key !== undefined && problem.code === 'SSE_ERR_IDEMPOTENCY_IN_FLIGHT'
+      if ((answer.status === 503 || inFlight) && attempt < retries && !closed) {
         await sleep(backoff(attempt, answer.retryAfterMs))
         continue
       }
-      const problem = (answer.body ?? {}) as { code?: unknown; error?: unknown; message?: unknown }
       const hasCode = typeof problem.code === 'string'
       throw new PublisherError(
         typeof problem.message === 'string' ? problem.message : `${method} ${path} answered ${answer.status}`,
@@ -279,12 +356,21 @@ export function createPublisher<Events extends EventMap = EventMap>(
     }
   }
 
-  const publish = (body: Record<string, unknown>) => call<PublishResult>('POST', 'api/sse', body)
+  // One fresh key per call, reused by that call's retries.
+  const newKey = (): string => globalThis.crypto.randomUUID()
+  const publish = (body: Record<string, unknown>, key: string = newKey()) =>
+    call<PublishResult>('POST', 'api/sse', body, key)
 
   return {
     broadcastMessage: (event, data) => publish({ event, data, broadcast: true }),
     sendToUsers: (event, data, userIds) => publish({ event, data, userIds: [...userIds] }),
     sendToClients: (event, data, clientIds) => publish({ event, data, clientIds: [...clientIds] }),
+    publishToTopics: (event, data, topics) => publish({ event, data, topics: [...topics] }),
+    publish: (event, data, target, options) => publish({ event, data, ...target }, options?.idempotencyKey),
+    publishBatch: (events, options) =>
+      call<BatchResult>('POST', 'api/sse/batch', { events }, options?.idempotencyKey ?? newKey()),
+    changeSubscriptions: (change) => call<{ matched: number }>('POST', 'api/sse/subscriptions', change),
+    presence: (topic) => call<TopicPresence>('GET', `api/sse/topics/${encodeURIComponent(topic)}/presence`),
     sendNotification: (userId, title, message, type = 'info') => {
       const data: NotificationData = { title, message, type, timestamp: new Date().toISOString() }
       return publish({ event: 'notification', data, userIds: [userId] })

@@ -6,6 +6,7 @@ import { errors } from '../errors.js'
 import { errorResponses } from '../schemas.js'
 import type { DisconnectReason } from '../sse/client.js'
 import type { SseManagerHooks } from '../sse/manager.js'
+import { registerBusMetrics } from './bus-metrics.js'
 
 /** The label values of `sse_disconnects_total`: few and stable, whatever reasons the core adds. */
 export type DisconnectLabel = 'client' | 'slow' | 'expired' | 'server'
@@ -77,18 +78,32 @@ export function createSseMetrics(): SseMetrics {
     buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
     registers: [registry],
   })
+  const subscriptionChanges = new Counter({
+    name: 'sse_subscription_changes_total',
+    help: 'Topics added to or removed from connections: on connect, by POST /api/sse/subscriptions, on disconnect',
+    labelNames: ['action'] as const,
+    registers: [registry],
+  })
+  for (const action of ['add', 'remove']) subscriptionChanges.labels(action).inc(0)
   for (const auth of ['anonymous', 'authenticated']) connects.labels(auth).inc(0)
   for (const reason of new Set(Object.values(DISCONNECT_LABELS))) disconnects.labels(reason).inc(0)
 
   const hooks: SseManagerHooks = {
     onConnect(client, info) {
       connects.labels(client.anonymous ? 'anonymous' : 'authenticated').inc()
+      if (client.topics.length > 0) subscriptionChanges.labels('add').inc(client.topics.length)
       if (info.replayed > 0) replayed.inc(info.replayed)
       // A failed recovery: the client asked to resume and the history could not serve it.
       if (!info.recovered && info.requestedLastEventId !== null) recoveryFailures.inc()
     },
-    onDisconnect(_client, reason) {
+    onDisconnect(client, reason) {
       disconnects.labels(DISCONNECT_LABELS[reason] ?? 'client').inc()
+      if (client.started && client.topics.length > 0)
+        subscriptionChanges.labels('remove').inc(client.topics.length)
+    },
+    onSubscriptions(_client, change) {
+      if (change.added.length > 0) subscriptionChanges.labels('add').inc(change.added.length)
+      if (change.removed.length > 0) subscriptionChanges.labels('remove').inc(change.removed.length)
     },
     onDeliver(_event, recipients) {
       published.inc()
@@ -135,6 +150,16 @@ export const metricsPlugin = fp<MetricsPluginOptions>(
         this.labels('authenticated').set(stats.authenticatedConnections)
       },
     })
+
+    new Gauge({
+      name: 'sse_topics',
+      help: 'Topics with at least one subscriber on this instance',
+      registers: [registry],
+      collect() {
+        this.set(app.sse.topicCount)
+      },
+    })
+    registerBusMetrics(registry, app)
 
     const authorize = async (request: FastifyRequest) => {
       if (token === null) return

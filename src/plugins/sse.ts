@@ -33,10 +33,23 @@ export const ssePlugin = fp<SsePluginOptions>(
       maxConnectionLifetimeMs: config.maxConnectionLifetimeMs,
       replayMaxBytes: config.replayMaxBytes,
       history:
-        cluster?.history ?? new MemoryHistory({ maxEvents: config.historySize, ttlMs: config.historyTtlMs }),
+        cluster?.history ??
+        new MemoryHistory({
+          maxEvents: config.historySize,
+          maxBytes: config.historyMaxBytes,
+          ttlMs: config.historyTtlMs,
+        }),
       ...(cluster ? { instanceId: cluster.instanceId } : {}),
       hooks: {
         ...hooks,
+        onSubscriptions(client, change) {
+          log.info(
+            { clientId: client.id, added: change.added, removed: change.removed },
+            'subscriptions changed',
+          )
+          cluster?.topicsChanged(client, change.added, change.removed)
+          hooks?.onSubscriptions?.(client, change)
+        },
         onConnect(client, replay) {
           log.info(
             {
@@ -49,6 +62,7 @@ export const ssePlugin = fp<SsePluginOptions>(
             },
             'stream connected',
           )
+          cluster?.topicsChanged(client, client.topics, [])
           hooks?.onConnect?.(client, replay)
         },
         onDisconnect(client: SseClient, reason) {
@@ -63,6 +77,8 @@ export const ssePlugin = fp<SsePluginOptions>(
           if (reason === 'slow') log.warn(fields, 'stream disconnected: client too slow')
           else log.info(fields, 'stream disconnected')
           cluster?.released(client)
+          // A stream that ended before its connected event never joined.
+          if (client.started) cluster?.topicsChanged(client, [], client.topics)
           hooks?.onDisconnect?.(client, reason)
         },
       },

@@ -32,7 +32,21 @@ export const DevTokenBody = Type.Object(
   },
   { additionalProperties: false },
 )
-type DevTokenBody = Static<typeof DevTokenBody>
+type DevTokenBody = Static<typeof DevTokenBody> & { cookie?: boolean }
+
+/** With AUTH_COOKIE, the test page can ask for the token in the cookie as well. */
+const WithCookie = Type.Object(
+  {
+    ...DevTokenBody.properties,
+    cookie: Type.Optional(
+      Type.Boolean({
+        description:
+          'Also set the AUTH_COOKIE cookie to the token (HttpOnly, SameSite=Strict, Path=/api/sse; Secure over https)',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
 
 const DevTokenResponse = Type.Object({
   token: Type.String({ description: 'A JWT signed with the configured secret' }),
@@ -52,18 +66,22 @@ export const devTokenRoutes: FastifyPluginAsync = async (app) => {
       schema: {
         tags: ['development'],
         summary: 'Mint a short-lived token (DEV_LOGIN only; never in production)',
-        body: DevTokenBody,
+        body: app.authCookie === null ? DevTokenBody : WithCookie,
         response: { 200: DevTokenResponse, ...errorResponses(400, 415) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const body = request.body as DevTokenBody
       const scopes = [...new Set(body.scopes ?? [])]
       const lifetime = body.expiresInSeconds ?? DEFAULT_LIFETIME_SECONDS
       const token = app.mintToken({ sub: body.sub, scopes, expiresInSeconds: lifetime })
       const exp = app.jwt.decode<{ exp: number }>(token)?.exp ?? Math.floor(Date.now() / 1000) + lifetime
       const expiresAt = new Date(exp * 1000).toISOString()
-      request.log.info({ sub: body.sub, scopes, expiresInSeconds: lifetime }, 'dev token minted')
+      if (body.cookie === true) app.setAuthCookie(reply, token, exp - Math.floor(Date.now() / 1000))
+      request.log.info(
+        { sub: body.sub, scopes, expiresInSeconds: lifetime, cookie: body.cookie === true },
+        'dev token minted',
+      )
       return { token, sub: body.sub, scopes, expiresAt }
     },
   )

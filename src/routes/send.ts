@@ -3,9 +3,11 @@ import { type Static, Type } from 'typebox'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import { SCOPES } from '../plugins/auth.js'
+import { IdempotencyHeaders } from '../plugins/idempotency.js'
 import { EVENT_NAME_SOURCE, errorResponses, MAX_TARGET_IDS } from '../schemas.js'
 import { isReservedEvent } from '../sse/frame.js'
 import type { EventTarget } from '../sse/target.js'
+import { isValidTopic, MAX_TOPIC_LENGTH } from '../sse/topics.js'
 
 const Id = Type.String({ minLength: 1, maxLength: 256 })
 
@@ -14,7 +16,7 @@ export const SendBody = Type.Object(
     event: Type.String({
       pattern: EVENT_NAME_SOURCE,
       description:
-        'Event name: 1 to 64 letters, digits and _ - . : / (connected, heartbeat, disconnected are reserved)',
+        'Event name: 1 to 64 letters, digits and _ - . : / (connected, heartbeat, disconnected, subscriptions, presence are reserved)',
     }),
     data: Type.Unknown({ description: 'Any JSON value; sent to clients as JSON' }),
     broadcast: Type.Optional(Type.Boolean({ description: 'true to send to every connection' })),
@@ -25,6 +27,13 @@ export const SendBody = Type.Object(
       Type.Array(Id, {
         maxItems: MAX_TARGET_IDS,
         description: 'Send to these connections (the clientId of connected)',
+      }),
+    ),
+    topics: Type.Optional(
+      Type.Array(Type.String({ maxLength: MAX_TOPIC_LENGTH + 1 }), {
+        maxItems: MAX_TARGET_IDS,
+        description:
+          'Send to every connection subscribed to one of these topics (with userIds/clientIds: the union, each connection once)',
       }),
     ),
   },
@@ -52,17 +61,25 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
 }
 
 /** Turns a validated body into one target, or refuses an ambiguous one. */
-export function targetOf(body: SendBody): EventTarget {
+export function targetOf(
+  body: Pick<SendBody, 'broadcast' | 'userIds' | 'clientIds' | 'topics'>,
+): EventTarget {
   const users = body.userIds ?? []
   const clients = body.clientIds ?? []
+  const topics = body.topics ?? []
+  for (const topic of topics) {
+    if (!isValidTopic(topic)) throw new errors.SSE_ERR_INVALID_TOPIC(JSON.stringify(topic))
+  }
   if (body.broadcast === true) {
-    if (users.length > 0 || clients.length > 0) throw new errors.SSE_ERR_INVALID_TARGET()
+    if (users.length > 0 || clients.length > 0 || topics.length > 0) throw new errors.SSE_ERR_INVALID_TARGET()
     return { broadcast: true }
   }
-  if (users.length === 0 && clients.length === 0) throw new errors.SSE_ERR_INVALID_TARGET()
+  if (users.length === 0 && clients.length === 0 && topics.length === 0)
+    throw new errors.SSE_ERR_INVALID_TARGET()
   return {
     ...(users.length > 0 ? { userIds: [...new Set(users)] } : {}),
     ...(clients.length > 0 ? { clientIds: [...new Set(clients)] } : {}),
+    ...(topics.length > 0 ? { topics: [...new Set(topics)] } : {}),
   }
 }
 
@@ -73,12 +90,14 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
       bodyLimit: config.maxPayloadBytes,
       config: config.rateLimitPublish > 0 ? { rateLimit: { max: config.rateLimitPublish } } : {},
       preParsing: app.requireScope(SCOPES.publish),
+      preValidation: app.idempotency.checkKey,
       schema: {
         tags: ['publish'],
-        summary: 'Publish an event to everyone, to users, or to connections',
+        summary: 'Publish an event to everyone, to users, to connections, or to topics',
         security: [{ bearerAuth: [] }],
+        headers: IdempotencyHeaders,
         body: SendBody,
-        response: { 202: SendResult, ...errorResponses(400, 401, 403, 413, 415, 503) },
+        response: { 202: SendResult, ...errorResponses(400, 401, 403, 409, 413, 415, 422, 503) },
       },
     },
     async (request, reply) => {
@@ -87,9 +106,17 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
       const target = targetOf(body)
       if (nestsDeeperThan(body.data, config.maxDataDepth))
         throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
-      // Through the bus: every instance delivers it; 503 when the bus cannot take it.
-      const result = await app.cluster.publish(body.event, body.data, target)
-      return reply.code(202).send(result)
+      // Through the bus: every instance delivers it; 503 when the bus cannot take it. With an
+      // Idempotency-Key, a repeat answers the first result and publishes nothing.
+      const answer = await app.idempotency.run(request, reply, {
+        route: 'send',
+        publish: async (send) => ({
+          statusCode: 202,
+          body: await app.cluster.publish(body.event, body.data, target, send),
+        }),
+        fromIds: (ids) => ({ statusCode: 202, body: { id: ids[0], delivered: 0 } }),
+      })
+      return reply.code(answer.statusCode as 202).send(answer.body)
     },
   )
 }

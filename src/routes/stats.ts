@@ -11,6 +11,10 @@ export const StatsResponse = Type.Object({
   users: Type.Array(Type.Object({ userId: Type.String(), connections: Type.Integer() }), {
     description: 'The 100 users with the most connections',
   }),
+  topics: Type.Integer({ description: 'How many topics have subscribers on this instance' }),
+  topTopics: Type.Array(Type.Object({ topic: Type.String(), connections: Type.Integer() }), {
+    description: 'The 100 topics with the most subscribers on this instance',
+  }),
   eventsPublished: Type.Integer(),
   eventsDelivered: Type.Integer(),
   slowClientsDisconnected: Type.Integer(),

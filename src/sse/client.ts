@@ -15,37 +15,64 @@ export interface SseSink {
   readonly destroyed: boolean
   cork?(): void
   uncork?(): void
+  /**
+   * Writes bytes to the connection as they are, the caller having framed them as HTTP/1.1
+   * chunks (`<hex length>\r\n<data>\r\n`, exactly what `ServerResponse.write` would send).
+   * Set on chunked HTTP/1.1 responses: a chunk framed once is then shared by every client.
+   */
+  writeRaw?(bytes: Buffer): boolean
   on(event: 'close', listener: () => void): unknown
   on(event: 'error', listener: (err: Error) => void): unknown
 }
 
+/** The topics of a stream without any: one shared, frozen array (a list is replaced, never changed). */
+export const NO_TOPICS: readonly string[] = Object.freeze([])
+
 /** Up to this many queued bytes are joined into one buffer before writing; more are written without copying. */
 const COPY_LIMIT = 64 * 1024
 
+const CRLF = Buffer.from('\r\n', 'latin1')
+
+/** `data` as one HTTP/1.1 chunk, byte for byte what `ServerResponse.write(data)` sends. */
+export function frameChunk(data: Buffer): Buffer {
+  const head = Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1')
+  return Buffer.concat([head, data, CRLF], head.length + data.length + 2)
+}
+
 /**
- * Joins batches during one flush pass. After a broadcast burst, client after client has
- * queued the very same frames: they then share one joined buffer instead of a copy each.
+ * Joins (and frames) batches during one flush pass. Client after client may have queued the
+ * very same frames: they then share one joined buffer instead of a copy each.
  */
 export class JoinCache {
-  #parts: Buffer[] | null = null
+  #parts: Buffer | Buffer[] | null = null
   #joined: Buffer | null = null
+  #framed: Buffer | null = null
 
   join(parts: Buffer[], bytes: number): Buffer {
-    const last = this.#parts
-    if (last !== null && this.#joined !== null && last.length === parts.length) {
-      let same = true
-      for (let i = 0; i < parts.length; i++) {
-        if (last[i] !== parts[i]) {
-          same = false
-          break
-        }
-      }
-      if (same) return this.#joined
-    }
+    if (this.#same(parts) && this.#joined !== null) return this.#joined
     const joined = Buffer.concat(parts, bytes)
     this.#parts = parts
     this.#joined = joined
+    this.#framed = null
     return joined
+  }
+
+  /** The batch as one chunk, framed once for every client that queued the same frames. */
+  framed(parts: Buffer | Buffer[], bytes: number): Buffer {
+    if (this.#same(parts) && this.#framed !== null) return this.#framed
+    const joined = Array.isArray(parts) ? this.join(parts, bytes) : parts
+    this.#parts = parts
+    this.#joined = joined
+    this.#framed = frameChunk(joined)
+    return this.#framed
+  }
+
+  #same(parts: Buffer | Buffer[]): boolean {
+    const last = this.#parts
+    if (last === parts) return true
+    if (!Array.isArray(last) || !Array.isArray(parts) || last.length !== parts.length) return false
+    for (let i = 0; i < parts.length; i++) if (last[i] !== parts[i]) return false
+    return true
   }
 }
 
@@ -92,6 +119,18 @@ export class SseClient {
   held: StoredEvent[] | null = null
   /** Bytes of `held` frames; they count toward the slow-client limit. */
   heldBytes = 0
+  /** The topics this stream is subscribed to (a small array: at most MAX_TOPICS_PER_CONNECTION). */
+  topics: readonly string[] = NO_TOPICS
+  /** True once `connected` was written (a replay may keep a stream waiting before that). */
+  started = false
+  /** The fan-out's stamp of the last delivery that reached this client, so a union reaches it once. */
+  mark = 0
+  /** Which flush pass `turnIndex` belongs to. */
+  turnSeq = -1
+  /** How many of the current turn's broadcasts this client has queued (or was born after). */
+  turnIndex = 0
+  /** The flush pass in which this client was last put on the dirty list. */
+  dirtySeq = -1
   #pending: Buffer | Buffer[] | null = null
   #pendingBytes = 0
   #pendingEvents = 0
@@ -160,6 +199,7 @@ export class SseClient {
     this.bytesSent += bytes
     const sink = this.sink
     if (sink.destroyed) return false
+    if (sink.writeRaw !== undefined) return this.#flushRaw(sink, pending, bytes, cache)
     if (!Array.isArray(pending)) return sink.write(pending)
     if (bytes <= COPY_LIMIT || sink.cork === undefined) {
       return sink.write(cache ? cache.join(pending, bytes) : Buffer.concat(pending, bytes))
@@ -167,6 +207,39 @@ export class SseClient {
     sink.cork()
     let ok = true
     for (const frame of pending) ok = sink.write(frame) && ok
+    sink.uncork?.()
+    return ok
+  }
+
+  /**
+   * Writes what a whole turn of broadcasts made, joined and framed once for every client
+   * (`joined` for sinks that frame themselves, `framed` for raw HTTP/1.1 ones). Only for a
+   * client with nothing else queued.
+   */
+  writeShared(joined: Buffer, framed: Buffer, events: number): boolean {
+    if (this.#closed) return true
+    this.eventsSent += events
+    this.bytesSent += joined.length
+    const sink = this.sink
+    if (sink.destroyed) return false
+    return sink.writeRaw !== undefined ? sink.writeRaw(framed) : sink.write(joined)
+  }
+
+  /** One chunk; a large batch as one chunk written piece by piece under cork, nothing copied. */
+  #flushRaw(sink: SseSink, pending: Buffer | Buffer[], bytes: number, cache?: JoinCache): boolean {
+    const raw = sink.writeRaw as (bytes: Buffer) => boolean
+    if (!Array.isArray(pending) || bytes <= COPY_LIMIT || sink.cork === undefined) {
+      return raw.call(
+        sink,
+        cache
+          ? cache.framed(pending, bytes)
+          : frameChunk(Array.isArray(pending) ? Buffer.concat(pending, bytes) : pending),
+      )
+    }
+    sink.cork()
+    let ok = raw.call(sink, Buffer.from(`${bytes.toString(16)}\r\n`, 'latin1'))
+    for (const frame of pending) ok = raw.call(sink, frame) && ok
+    ok = raw.call(sink, CRLF) && ok
     sink.uncork?.()
     return ok
   }

@@ -9,7 +9,13 @@
 export const EVENT_NAME_PATTERN = /^[A-Za-z0-9_\-.:/]{1,64}$/
 
 /** Events the service sends itself; publishers may not use them. */
-export const RESERVED_EVENTS: ReadonlySet<string> = new Set(['connected', 'heartbeat', 'disconnected'])
+export const RESERVED_EVENTS: ReadonlySet<string> = new Set([
+  'connected',
+  'heartbeat',
+  'disconnected',
+  'subscriptions',
+  'presence',
+])
 
 /** Event ids are `<milliseconds>-<sequence>`, the same shape Redis Streams use. */
 export const EVENT_ID_PATTERN = /^\d{1,16}-\d{1,16}$/

@@ -40,6 +40,8 @@ export interface EventHistory {
 export interface MemoryHistoryOptions {
   /** The most events kept. 0 keeps none. */
   maxEvents: number
+  /** The most bytes of frames kept (HISTORY_MAX_BYTES); the oldest go first past it. */
+  maxBytes?: number
   /** How long an event is kept, in milliseconds. 0 keeps events until pushed out by count. */
   ttlMs: number
   now?: () => number
@@ -48,10 +50,15 @@ export interface MemoryHistoryOptions {
 const UNKNOWN: ReplayWindow = Object.freeze({ recovered: false, events: [] })
 const NOTHING_MISSED: ReplayWindow = Object.freeze({ recovered: true, events: [] })
 
-/** A ring buffer bounded by count and age. */
+/** What an event costs besides its frame: the object, its id and target (an estimate). */
+export const EVENT_OVERHEAD_BYTES = 256
+
+/** A ring buffer bounded by count, by bytes and by age. */
 export class MemoryHistory implements EventHistory {
   readonly #ring: (StoredEvent | undefined)[]
   readonly #capacity: number
+  readonly #maxBytes: number
+  #bytes = 0
   readonly #ttlMs: number
   readonly #now: () => number
   #head = 0
@@ -61,7 +68,9 @@ export class MemoryHistory implements EventHistory {
 
   constructor(options: MemoryHistoryOptions) {
     this.#capacity = Math.max(0, Math.floor(options.maxEvents))
-    this.#ring = new Array(this.#capacity)
+    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
+    // Grown as events come, never allocated up front for a large HISTORY_SIZE.
+    this.#ring = []
     this.#ttlMs = options.ttlMs
     this.#now = options.now ?? Date.now
   }
@@ -71,14 +80,28 @@ export class MemoryHistory implements EventHistory {
     return this.#count
   }
 
+  /** Bytes held: frames plus an estimate of each event's own cost. */
+  get bytes(): number {
+    return this.#bytes
+  }
+
   append(event: StoredEvent): void {
     if (this.#capacity === 0) {
       this.#lastEvictedId = event.id
       return
     }
+    const cost = event.frame.length + EVENT_OVERHEAD_BYTES
+    if (cost > this.#maxBytes) {
+      // Larger than the whole budget: nothing older survives it, and it is not kept either.
+      while (this.#count > 0) this.#evictOldest()
+      this.#lastEvictedId = event.id
+      return
+    }
     if (this.#count === this.#capacity) this.#evictOldest()
+    while (this.#count > 0 && this.#bytes + cost > this.#maxBytes) this.#evictOldest()
     this.#ring[(this.#head + this.#count) % this.#capacity] = event
     this.#count++
+    this.#bytes += cost
     this.#expire()
   }
 
@@ -116,7 +139,9 @@ export class MemoryHistory implements EventHistory {
   }
 
   #evictOldest(): void {
-    this.#lastEvictedId = this.#at(0).id
+    const oldest = this.#at(0)
+    this.#lastEvictedId = oldest.id
+    this.#bytes -= oldest.frame.length + EVENT_OVERHEAD_BYTES
     this.#ring[this.#head] = undefined
     this.#head = (this.#head + 1) % this.#capacity
     this.#count--

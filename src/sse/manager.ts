@@ -1,127 +1,49 @@
 import { randomUUID } from 'node:crypto'
-import { type DisconnectReason, JoinCache, SseClient, type SseSink } from './client.js'
+import { type DisconnectReason, SseClient, type SseSink } from './client.js'
 import { compareEventIds, createEventIdGenerator, type EventIdGenerator } from './event-id.js'
-import { encodeFrame, encodeFrameText, isValidEventId } from './frame.js'
+import { deliverTo, Fanout } from './fanout.js'
+import { encodeFrame, isValidEventId } from './frame.js'
 import type { EventHistory, ReplayWindow, StoredEvent } from './history.js'
+import { ConnectionIndexes } from './indexes.js'
+import { deadlineOf, goodbyeFrame, Timers } from './lifecycle.js'
+import { connectedFrame, replayFor } from './replay.js'
 import { type EventTarget, isEntitled } from './target.js'
+import { planSubscriptions } from './topics.js'
+import type {
+  ConnectOptions,
+  NotificationType,
+  PublishResult,
+  SseManagerHooks,
+  SseManagerOptions,
+  SseStats,
+  SubscriptionChange,
+} from './types.js'
 
-export interface SseManagerHooks {
-  onConnect?(client: SseClient, replay: ConnectInfo): void
-  onDisconnect?(client: SseClient, reason: DisconnectReason): void
-  onDeliver?(event: StoredEvent, recipients: number): void
-  onFlush?(bytes: number): void
-  onHeartbeat?(durationMs: number, clients: number): void
-}
-
-export interface SseManagerOptions {
-  heartbeatIntervalMs: number
-  cleanupIntervalMs: number
-  /** The `retry:` hint sent first on every stream. */
-  retryMs: number
-  /** A client whose unsent bytes pass this is disconnected as too slow. */
-  maxBufferedBytes: number
-  /** 0 for unlimited; each connection gets a random lifetime between 80% and 100% of it. */
-  maxConnectionLifetimeMs?: number
-  /**
-   * The most bytes of missed events one connection is replayed; past it nothing is
-   * replayed and the client is told `recovered: false` (never a partial replay).
-   */
-  replayMaxBytes?: number
-  history?: EventHistory
-  ids?: EventIdGenerator
-  instanceId?: string
-  now?: () => number
-  hooks?: SseManagerHooks
-}
-
-export interface ConnectOptions {
-  userId: string | null
-  ip?: string | null
-  scopes?: readonly string[]
-  /** Epoch ms when the token that opened the stream expires; the stream ends then. */
-  tokenExpiresAt?: number
-  /** The `Last-Event-ID` the client sent, if any (unvalidated). */
-  lastEventId?: string | null
-}
-
-export interface ConnectInfo {
-  /** The `Last-Event-ID` the client sent, when it sent one (unvalidated), else null. */
-  readonly requestedLastEventId: string | null
-  /** The newest id this stream is caught up to. */
-  readonly lastEventId: string | null
-  readonly recovered: boolean
-  readonly replayed: number
-}
-
-export interface PublishResult {
-  readonly id: string
-  readonly delivered: number
-}
-
-export interface UserConnections {
-  userId: string
-  connections: number
-}
-
-export interface SseStats {
-  totalConnections: number
-  authenticatedConnections: number
-  anonymousConnections: number
-  uniqueUsers: number
-  users: UserConnections[]
-  eventsPublished: number
-  eventsDelivered: number
-  slowClientsDisconnected: number
-  uptimeSeconds: number
-  instanceId: string
-  startedAt: string
-}
-
-export type NotificationType = 'info' | 'success' | 'warning' | 'error'
-
-const DISCONNECT_MESSAGES: Record<DisconnectReason, string> = {
-  client: 'The client closed the connection',
-  slow: 'The client did not read its events fast enough',
-  lifetime: 'The connection reached its maximum lifetime; reconnect to continue',
-  token_expired: 'The token that opened this connection has expired',
-  server_disconnect: 'All clients have been disconnected by the server',
-  server_shutdown: 'The server is shutting down; reconnect to continue',
-  error: 'The connection failed',
-}
+export type * from './types.js'
 
 const kClient = Symbol('sse.client')
 type TaggedSink = SseSink & { [kClient]?: SseClient }
-
-const EXPIRY_CHECK_MS = 1000
-/** How many times maxBufferedBytes one turn may queue for a client before the flush. */
-const QUEUE_ALLOWANCE = 4
-const TOP_USERS = 100
+const TOP = 100
 
 /**
- * The registry of open streams and the fan-out. Clients are indexed by id and by
- * user id, so targeted sends touch only their recipients; each event is encoded
- * once and the same bytes are queued to every recipient, then written once per
- * turn of the event loop per client.
+ * The registry of open streams. Clients are indexed by id, by user and by topic, so that
+ * targeted sends touch only their recipients; each event is encoded once and the fan-out
+ * queues the same bytes to every recipient, written once per turn per client.
  */
 export class SseManager {
   readonly instanceId: string
   readonly startedAt: number
-  readonly #clients = new Map<string, SseClient>()
-  readonly #byUser = new Map<string, Set<SseClient>>()
-  readonly #anonymousByIp = new Map<string, number>()
-  readonly #options: Required<Omit<SseManagerOptions, 'history' | 'hooks'>>
+  readonly #indexes = new ConnectionIndexes()
+  readonly #fanout: Fanout
+  readonly #timers: Timers
+  readonly #ids: EventIdGenerator
+  readonly #retryMs: number
+  readonly #lifetimeMs: number
+  readonly #replayMaxBytes: number
   readonly #history: EventHistory | undefined
   readonly #hooks: SseManagerHooks
   readonly #now: () => number
   readonly #onSinkClose: (this: TaggedSink) => void
-  #dirty: SseClient[] = []
-  #flushScheduled = false
-  readonly #queueAllowance: number
-  #expiring = 0
-  #heartbeatTimer: NodeJS.Timeout | undefined
-  #cleanupTimer: NodeJS.Timeout | undefined
-  #expiryTimer: NodeJS.Timeout | undefined
-  #authenticated = 0
   #eventsPublished = 0
   #eventsDelivered = 0
   #slowClientsDisconnected = 0
@@ -129,38 +51,42 @@ export class SseManager {
 
   constructor(options: SseManagerOptions) {
     this.#now = options.now ?? Date.now
-    this.#options = {
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
-      cleanupIntervalMs: options.cleanupIntervalMs,
-      retryMs: options.retryMs,
-      maxBufferedBytes: options.maxBufferedBytes,
-      maxConnectionLifetimeMs: options.maxConnectionLifetimeMs ?? 0,
-      replayMaxBytes: options.replayMaxBytes ?? Number.POSITIVE_INFINITY,
-      ids: options.ids ?? createEventIdGenerator(this.#now),
-      instanceId: options.instanceId ?? randomUUID(),
-      now: this.#now,
-    }
-    this.instanceId = this.#options.instanceId
-    this.#queueAllowance = options.maxBufferedBytes * QUEUE_ALLOWANCE
+    this.#ids = options.ids ?? createEventIdGenerator(this.#now)
+    this.instanceId = options.instanceId ?? randomUUID()
+    this.#retryMs = options.retryMs
+    this.#lifetimeMs = options.maxConnectionLifetimeMs ?? 0
+    this.#replayMaxBytes = options.replayMaxBytes ?? Number.POSITIVE_INFINITY
     this.#history = options.history
     this.#hooks = options.hooks ?? {}
     this.startedAt = this.#now()
+    this.#fanout = new Fanout({
+      maxBufferedBytes: options.maxBufferedBytes,
+      clients: this.#indexes.clients,
+      onSlow: (client) => this.#dropSlow(client),
+      onFlush: this.#hooks.onFlush,
+    })
+    this.#timers = new Timers({
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      cleanupIntervalMs: options.cleanupIntervalMs,
+      heartbeat: () => this.heartbeat(),
+      sweep: () => this.sweep(),
+      expire: () => this.#expire(),
+    })
     const manager = this
     // One listener function shared by every sink: no closure per client.
     this.#onSinkClose = function onSinkClose(this: TaggedSink) {
       const client = this[kClient]
       if (client !== undefined) manager.#remove(client, 'client')
     }
-    if (options.heartbeatIntervalMs > 0) {
-      this.#heartbeatTimer = setInterval(() => this.heartbeat(), options.heartbeatIntervalMs).unref()
-    }
-    if (options.cleanupIntervalMs > 0) {
-      this.#cleanupTimer = setInterval(() => this.sweep(), options.cleanupIntervalMs).unref()
-    }
   }
 
   get size(): number {
-    return this.#clients.size
+    return this.#indexes.clients.size
+  }
+
+  /** How many topics have subscribers here. */
+  get topicCount(): number {
+    return this.#indexes.byTopic.size
   }
 
   get closing(): boolean {
@@ -172,15 +98,20 @@ export class SseManager {
   }
 
   getClient(id: string): SseClient | undefined {
-    return this.#clients.get(id)
+    return this.#indexes.clients.get(id)
+  }
+
+  /** The open connections of a user here. */
+  clientsOf(userId: string): ReadonlySet<SseClient> {
+    return this.#indexes.byUser.get(userId) ?? new Set()
   }
 
   userConnectionCount(userId: string): number {
-    return this.#byUser.get(userId)?.size ?? 0
+    return this.#indexes.byUser.count(userId)
   }
 
   anonymousConnectionCount(ip: string): number {
-    return this.#anonymousByIp.get(ip) ?? 0
+    return this.#indexes.anonymousByIp.count(ip)
   }
 
   latestEventId(): string | null {
@@ -195,7 +126,7 @@ export class SseManager {
    */
   connect(sink: SseSink, options: ConnectOptions): SseClient {
     const now = this.#now()
-    const { expiresAt, reason } = this.#deadline(now, options.tokenExpiresAt)
+    const { expiresAt, reason } = deadlineOf(now, this.#lifetimeMs, options.tokenExpiresAt)
     const client = new SseClient(sink, {
       userId: options.userId,
       ip: options.ip ?? null,
@@ -204,6 +135,8 @@ export class SseManager {
       expiryReason: reason,
       now,
     })
+    if (options.topics !== undefined && options.topics.length > 0)
+      client.topics = [...new Set(options.topics)]
     this.#register(client)
     const tagged = sink as TaggedSink
     tagged[kClient] = client
@@ -217,15 +150,14 @@ export class SseManager {
       return client
     }
     const limit = {
-      maxBytes: this.#options.replayMaxBytes,
-      entitled: (target: EventTarget) => isEntitled(target, client.id, client.userId),
+      maxBytes: this.#replayMaxBytes,
+      entitled: (target: EventTarget) => isEntitled(target, client.id, client.userId, client.topics),
     }
     const window = isValidEventId(lastEventId)
       ? this.#history.since(lastEventId, limit)
       : { recovered: false, events: [] }
     if (window instanceof Promise) {
-      client.held = []
-      client.heldBytes = 0
+      this.#fanout.hold(client)
       window.then(
         (w) => this.#start(client, lastEventId, w),
         () => this.#start(client, lastEventId, { recovered: false, events: [] }),
@@ -238,7 +170,7 @@ export class SseManager {
 
   /** Assigns an id, encodes the frame once, records it and delivers it to local recipients. */
   publish(event: string, data: unknown, target: EventTarget): PublishResult {
-    const stored = this.createEvent(this.#options.ids.next(), event, data, target)
+    const stored = this.createEvent(this.#ids.next(), event, data, target)
     return { id: stored.id, delivered: this.deliver(stored) }
   }
 
@@ -252,6 +184,10 @@ export class SseManager {
 
   sendToClients(event: string, data: unknown, clientIds: readonly string[]): PublishResult {
     return this.publish(event, data, { clientIds })
+  }
+
+  publishToTopics(event: string, data: unknown, topics: readonly string[]): PublishResult {
+    return this.publish(event, data, { topics })
   }
 
   sendNotification(
@@ -277,62 +213,56 @@ export class SseManager {
 
   /**
    * Delivers an event that already has its id (from this process or from the bus)
-   * to the matching local connections. `record: false` when a shared history keeps it.
+   * to the matching local connections, each once. `record: false` when a shared
+   * history keeps it.
    */
   deliver(stored: StoredEvent, record = true): number {
     if (record) this.#history?.append(stored)
     this.#eventsPublished++
-    let delivered = 0
-    const target = stored.target
-    if (target.broadcast === true) {
-      for (const client of this.#clients.values()) delivered += this.#enqueue(client, stored)
-    } else {
-      const seen =
-        target.userIds !== undefined && target.clientIds !== undefined ? new Set<SseClient>() : null
-      if (target.userIds !== undefined) {
-        for (const userId of target.userIds) {
-          const set = this.#byUser.get(userId)
-          if (set === undefined) continue
-          for (const client of set) {
-            seen?.add(client)
-            delivered += this.#enqueue(client, stored)
-          }
-        }
-      }
-      if (target.clientIds !== undefined) {
-        for (const clientId of target.clientIds) {
-          const client = this.#clients.get(clientId)
-          if (client === undefined || seen?.has(client)) continue
-          seen?.add(client)
-          delivered += this.#enqueue(client, stored)
-        }
-      }
-    }
+    const delivered = deliverTo(this.#fanout, this.#indexes, stored.target, stored)
     this.#eventsDelivered += delivered
     this.#hooks.onDeliver?.(stored, delivered)
     return delivered
   }
 
+  /**
+   * Changes a live connection's topics. Returns the change (empty when nothing changed), or
+   * null when the result would pass `maxTopics` (then nothing changes).
+   */
+  changeSubscriptions(
+    client: SseClient,
+    add: readonly string[],
+    remove: readonly string[],
+    maxTopics: number,
+  ): SubscriptionChange | null {
+    const plan = planSubscriptions(client.topics, add, remove)
+    if (plan.topics.length > maxTopics) return null
+    if (client.closed || (plan.added.length === 0 && plan.removed.length === 0)) return plan
+    for (const topic of plan.removed) this.#indexes.byTopic.remove(topic, client)
+    for (const topic of plan.added) this.#indexes.byTopic.add(topic, client)
+    client.topics = [...plan.topics]
+    const frame = encodeFrame({ event: 'subscriptions', data: plan })
+    this.#fanout.enqueueFrame(client, frame)
+    this.#hooks.onSubscriptions?.(client, plan)
+    return plan
+  }
+
   /** Sends `event: heartbeat` to every client: one frame, one timer for all. */
   heartbeat(): void {
-    if (this.#clients.size === 0) return
+    if (this.#indexes.clients.size === 0) return
     const started = performance.now()
     const frame = encodeFrame({
       event: 'heartbeat',
       data: { timestamp: new Date(this.#now()).toISOString() },
     })
-    for (const client of this.#clients.values()) {
-      if (client.held !== null) continue
-      if (client.write(frame, 0)) this.#schedule(client)
-      this.#checkBuffer(client)
-    }
-    this.#hooks.onHeartbeat?.(performance.now() - started, this.#clients.size)
+    this.#fanout.broadcastFrame(frame)
+    this.#hooks.onHeartbeat?.(performance.now() - started, this.#indexes.clients.size)
   }
 
   /** Removes clients whose socket can no longer be written. Returns how many were removed. */
   sweep(): number {
     let removed = 0
-    for (const client of this.#clients.values()) {
+    for (const client of this.#indexes.clients.values()) {
       const sink = client.sink
       if (sink.destroyed || sink.writableEnded) {
         this.#remove(client, 'client')
@@ -345,13 +275,10 @@ export class SseManager {
   /** Ends one client's stream with `event: disconnected`. */
   disconnect(client: SseClient, reason: DisconnectReason, retryMs?: number): void {
     if (client.closed) return
-    const data = {
-      reason,
-      message: DISCONNECT_MESSAGES[reason],
-      timestamp: new Date(this.#now()).toISOString(),
-    }
-    client.held = null
-    client.write(Buffer.from(encodeFrameText({ event: 'disconnected', data, retry: retryMs }), 'utf8'), 0)
+    // What this turn broadcast so far goes first: the goodbye is the last frame.
+    if (client.started && client.held === null) this.#fanout.catchUp(client)
+    this.#fanout.release(client)
+    client.write(goodbyeFrame(reason, this.#now(), retryMs), 0)
     client.flush()
     this.#remove(client, reason)
     client.sink.end()
@@ -359,7 +286,7 @@ export class SseManager {
 
   /** Ends every stream with `event: disconnected`; returns how many were open. */
   disconnectAll(reason: DisconnectReason = 'server_disconnect'): number {
-    const clients = [...this.#clients.values()]
+    const clients = [...this.#indexes.clients.values()]
     for (const client of clients) this.disconnect(client, reason)
     return clients.length
   }
@@ -371,9 +298,9 @@ export class SseManager {
    */
   shutdown(): number {
     this.#closing = true
-    this.#flushNow()
-    const clients = [...this.#clients.values()]
-    const base = this.#options.retryMs
+    this.#fanout.flushAll()
+    const clients = [...this.#indexes.clients.values()]
+    const base = this.#retryMs
     for (const client of clients) {
       this.disconnect(client, 'server_shutdown', base + Math.floor(Math.random() * base * 2))
     }
@@ -383,26 +310,19 @@ export class SseManager {
 
   /** Stops the timers. Streams left open stay open; call `shutdown()` to end them. */
   close(): void {
-    clearInterval(this.#heartbeatTimer)
-    clearInterval(this.#cleanupTimer)
-    clearInterval(this.#expiryTimer)
-    this.#heartbeatTimer = undefined
-    this.#cleanupTimer = undefined
-    this.#expiryTimer = undefined
+    this.#timers.close()
   }
 
   stats(): SseStats {
-    const users: UserConnections[] = []
-    for (const [userId, set] of this.#byUser) users.push({ userId, connections: set.size })
-    users.sort((a, b) => b.connections - a.connections || (a.userId < b.userId ? -1 : 1))
-    if (users.length > TOP_USERS) users.length = TOP_USERS
     const now = this.#now()
     return {
-      totalConnections: this.#clients.size,
-      authenticatedConnections: this.#authenticated,
-      anonymousConnections: this.#clients.size - this.#authenticated,
-      uniqueUsers: this.#byUser.size,
-      users,
+      totalConnections: this.#indexes.clients.size,
+      authenticatedConnections: this.#indexes.authenticated,
+      anonymousConnections: this.#indexes.clients.size - this.#indexes.authenticated,
+      uniqueUsers: this.#indexes.byUser.size,
+      users: this.#indexes.byUser.top(TOP).map(({ key, connections }) => ({ userId: key, connections })),
+      topics: this.#indexes.byTopic.size,
+      topTopics: this.#indexes.byTopic.top(TOP).map(({ key, connections }) => ({ topic: key, connections })),
       eventsPublished: this.#eventsPublished,
       eventsDelivered: this.#eventsDelivered,
       slowClientsDisconnected: this.#slowClientsDisconnected,
@@ -412,171 +332,48 @@ export class SseManager {
     }
   }
 
-  /** The ids of the users with open streams here (for cluster-wide stats). */
-  userIds(): IterableIterator<string> {
-    return this.#byUser.keys()
+  /** Who is subscribed to `topic` here: every user's connection count (not only the top). */
+  presence(topic: string): { connections: number; anonymous: number; users: Map<string, number> } {
+    return this.#indexes.presence(topic)
   }
 
-  #deadline(
-    now: number,
-    tokenExpiresAt: number | undefined,
-  ): { expiresAt: number; reason: 'lifetime' | 'token_expired' } {
-    const lifetime = this.#options.maxConnectionLifetimeMs
-    const lifetimeAt = lifetime > 0 ? now + Math.floor(lifetime * (0.8 + Math.random() * 0.2)) : 0
-    if (
-      tokenExpiresAt !== undefined &&
-      tokenExpiresAt > 0 &&
-      (lifetimeAt === 0 || tokenExpiresAt <= lifetimeAt)
-    ) {
-      return { expiresAt: tokenExpiresAt, reason: 'token_expired' }
-    }
-    return { expiresAt: lifetimeAt, reason: 'lifetime' }
+  /** The ids of the users with open streams here (for cluster-wide stats). */
+  userIds(): IterableIterator<string> {
+    return this.#indexes.byUser.keys()
+  }
+
+  /** How many of this user's connections here are subscribed to `topic`. */
+  userTopicCount(userId: string, topic: string): number {
+    return this.#indexes.userTopicCount(userId, topic)
   }
 
   #register(client: SseClient): void {
-    this.#clients.set(client.id, client)
-    if (client.userId !== null) {
-      this.#authenticated++
-      let set = this.#byUser.get(client.userId)
-      if (set === undefined) {
-        set = new Set()
-        this.#byUser.set(client.userId, set)
-      }
-      set.add(client)
-    } else if (client.ip !== null) {
-      this.#anonymousByIp.set(client.ip, (this.#anonymousByIp.get(client.ip) ?? 0) + 1)
-    }
-    if (client.expiresAt > 0) {
-      this.#expiring++
-      if (this.#expiryTimer === undefined) {
-        this.#expiryTimer = setInterval(() => this.#expire(), EXPIRY_CHECK_MS).unref()
-      }
-    }
+    this.#indexes.add(client)
+    this.#fanout.joined(client)
+    if (client.expiresAt > 0) this.#timers.expiringAdded()
   }
 
   #start(client: SseClient, requestedId: string | null, window: ReplayWindow | null): void {
     if (client.closed) return
     const held = client.held
-    client.held = null
-    client.heldBytes = 0
-    let replayed = 0
-    let lastReplayed: string | null = null
-    let frames: Buffer[] = []
-    let recovered = window?.recovered ?? false
-    if (window !== null) {
-      let bytes = 0
-      for (const event of window.events) {
-        if (!isEntitled(event.target, client.id, client.userId)) continue
-        frames.push(event.frame)
-        bytes += event.frame.length
-        replayed++
-      }
-      const last = window.events[window.events.length - 1]
-      if (last !== undefined) lastReplayed = last.id
-      if (bytes > this.#options.replayMaxBytes) {
-        // All or nothing: a partial replay would hide a gap.
-        frames = []
-        replayed = 0
-        lastReplayed = null
-        recovered = false
-      }
-    }
-    // A client-sent id is echoed only when well formed: it came from outside.
-    const latest = lastReplayed ?? this.latestEventId() ?? (isValidEventId(requestedId) ? requestedId : null)
-    const info: ConnectInfo = {
-      requestedLastEventId: requestedId,
-      lastEventId: latest,
-      recovered,
-      replayed,
-    }
-    const connected = encodeFrameText({
-      retry: this.#options.retryMs,
-      // Without replayed frames, the connected event carries the latest id so that a
-      // reconnect resumes from here rather than from nothing.
-      id: replayed === 0 && latest !== null ? latest : undefined,
-      event: 'connected',
-      data: {
-        clientId: client.id,
-        userId: client.userId,
-        anonymous: client.userId === null,
-        timestamp: new Date(this.#now()).toISOString(),
-        lastEventId: latest,
-        recovered: info.recovered,
-        replayed,
-      },
-    })
-    client.write(Buffer.from(connected, 'utf8'), 1)
-    for (const frame of frames) client.write(frame)
-    if (held !== null) {
-      for (const event of held) {
-        if (lastReplayed === null || compareEventIds(event.id, lastReplayed) > 0) client.write(event.frame)
-      }
+    this.#fanout.release(client)
+    const replay = replayFor(client, window, this.#replayMaxBytes)
+    const latest = this.latestEventId()
+    const { frame, info } = connectedFrame(client, replay, requestedId, latest, this.#retryMs, this.#now())
+    client.write(frame, 1)
+    client.started = true
+    for (const replayed of replay.frames) client.write(replayed)
+    const after = replay.lastReplayed
+    for (const event of held ?? []) {
+      if (after === null || compareEventIds(event.id, after) > 0) client.write(event.frame)
     }
     // First bytes go out now, not on the next turn; a replay is judged by how fast it drains.
-    const before = client.bytesSent
-    client.flush()
-    this.#hooks.onFlush?.(client.bytesSent - before)
+    this.#fanout.flushClient(client)
     this.#hooks.onConnect?.(client, info)
   }
 
-  #enqueue(client: SseClient, stored: StoredEvent): number {
-    if (client.closed) return 0
-    if (client.held !== null) {
-      // Held back while a replay is fetched: bounded like any queue of a slow client.
-      client.held.push(stored)
-      client.heldBytes += stored.frame.length
-      if (client.heldBytes > this.#options.maxBufferedBytes) this.#dropSlow(client)
-      return 1
-    }
-    if (client.write(stored.frame)) this.#schedule(client)
-    // Only the queue here, per event; the socket backlog is judged once per flush.
-    if (client.queuedBytes > this.#queueAllowance) this.#dropSlow(client)
-    return 1
-  }
-
-  #schedule(client: SseClient): void {
-    this.#dirty.push(client)
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true
-      setImmediate(this.#flush)
-    }
-  }
-
-  readonly #flush = (): void => {
-    this.#flushScheduled = false
-    this.#flushNow()
-  }
-
-  #flushNow(): void {
-    const dirty = this.#dirty
-    this.#dirty = []
-    const cache = new JoinCache()
-    for (const client of dirty) this.#flushClient(client, cache)
-  }
-
-  #flushClient(client: SseClient, cache?: JoinCache): void {
-    // What the socket still holds from earlier turns decides whether the client keeps up.
-    this.#checkBuffer(client)
-    if (client.closed) return
-    const before = client.bytesSent
-    client.flush(cache)
-    this.#hooks.onFlush?.(client.bytesSent - before)
-  }
-
-  /**
-   * A client is too slow when its socket still holds more than maxBufferedBytes when new
-   * data arrives, or when one turn queues more than the queue allowance for it. The socket
-   * is not judged right after a flush: a burst bigger than the limit, written in one go,
-   * drains within moments for a client that reads.
-   */
-  #checkBuffer(client: SseClient): void {
-    if (client.closed) return
-    if (client.socketBacklog <= this.#options.maxBufferedBytes && client.queuedBytes <= this.#queueAllowance)
-      return
-    this.#dropSlow(client)
-  }
-
   #dropSlow(client: SseClient): void {
+    if (client.closed) return
     this.#slowClientsDisconnected++
     this.#remove(client, 'slow')
     // A client that cannot keep up gets no goodbye: it would not read it.
@@ -585,30 +382,16 @@ export class SseManager {
 
   #expire(): void {
     const now = this.#now()
-    for (const client of this.#clients.values()) {
+    for (const client of this.#indexes.clients.values()) {
       if (client.expiresAt > 0 && client.expiresAt <= now) this.disconnect(client, client.expiryReason)
     }
   }
 
   #remove(client: SseClient, reason: DisconnectReason): void {
     if (!client.markClosed()) return
-    this.#clients.delete(client.id)
-    if (client.userId !== null) {
-      this.#authenticated--
-      const set = this.#byUser.get(client.userId)
-      if (set !== undefined) {
-        set.delete(client)
-        if (set.size === 0) this.#byUser.delete(client.userId)
-      }
-    } else if (client.ip !== null) {
-      const count = (this.#anonymousByIp.get(client.ip) ?? 1) - 1
-      if (count <= 0) this.#anonymousByIp.delete(client.ip)
-      else this.#anonymousByIp.set(client.ip, count)
-    }
-    if (client.expiresAt > 0 && --this.#expiring === 0) {
-      clearInterval(this.#expiryTimer)
-      this.#expiryTimer = undefined
-    }
+    this.#indexes.remove(client)
+    this.#fanout.forget(client)
+    if (client.expiresAt > 0) this.#timers.expiringRemoved()
     const tagged = client.sink as TaggedSink
     tagged[kClient] = undefined
     this.#hooks.onDisconnect?.(client, reason)

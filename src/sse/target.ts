@@ -5,11 +5,25 @@ export type EventTarget =
       readonly broadcast?: false
       readonly userIds?: readonly string[]
       readonly clientIds?: readonly string[]
+      /** Every connection subscribed to one of these topics. */
+      readonly topics?: readonly string[]
     }
 
-/** Whether a connection of `userId` with id `clientId` may receive an event sent to `target`. */
-export function isEntitled(target: EventTarget, clientId: string, userId: string | null): boolean {
+/**
+ * Whether a connection of `userId` with id `clientId`, subscribed to `topics`, may receive an
+ * event sent to `target`.
+ */
+export function isEntitled(
+  target: EventTarget,
+  clientId: string,
+  userId: string | null,
+  topics: readonly string[] = [],
+): boolean {
   if (target.broadcast === true) return true
   if (userId !== null && target.userIds?.includes(userId)) return true
-  return target.clientIds?.includes(clientId) === true
+  if (target.clientIds?.includes(clientId) === true) return true
+  if (target.topics !== undefined && topics.length > 0) {
+    for (const topic of target.topics) if (topics.includes(topic)) return true
+  }
+  return false
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect, createServer as createTcp } from 'node:net'
 import t, { type Test } from 'tap'
 import { createPublisher, type NotificationData, PublisherError } from '../../src/client/publisher.js'
 import { ADMIN, mint, openStream, PUBLISHER, serve } from '../helper.js'
@@ -270,15 +270,113 @@ t.test('a reset connection is retried and the next attempt succeeds', async (t) 
   t.equal(fake.seen.length, 2)
 })
 
-t.test('a timeout is reported and not retried (the event may have been taken)', async (t) => {
+t.test('a call that is not a publish is not retried after a timeout', async (t) => {
   const fake = await fakeService(t, () => {
     // never answers
   })
   const publisher = createPublisher({ url: fake.url, token: 'tok', timeoutMs: 200, retries: 3 })
   t.teardown(() => publisher.close())
-  const err = await publisher.broadcastMessage('e', {}).catch((e: unknown) => e)
+  const err = await publisher.disconnectAll().catch((e: unknown) => e)
   t.match(err, { statusCode: null, code: 'SSE_CLIENT_TIMEOUT', attempts: 1 })
   t.equal(fake.seen.length, 1)
+})
+
+t.test(
+  'every publish carries a fresh Idempotency-Key; its retries reuse it, after a timeout too',
+  async (t) => {
+    const fake = await fakeService(t, (_req, res, n) => {
+      // The first attempt of each call never answers; the second does.
+      if (n % 2 === 0) return
+      json(res, 202, { id: `${n}-0`, delivered: 1 })
+    })
+    const publisher = createPublisher({
+      url: fake.url,
+      token: 'tok',
+      timeoutMs: 200,
+      retries: 2,
+      retryDelayMs: 1,
+    })
+    t.teardown(() => publisher.close())
+    t.same(await publisher.broadcastMessage('e', {}), { id: '1-0', delivered: 1 })
+    t.same(await publisher.publishBatch([{ event: 'e', data: 1, broadcast: true }]), {
+      id: '3-0',
+      delivered: 1,
+    })
+    const keys = fake.seen.map((r) => r.headers['idempotency-key'])
+    t.match(keys[0], /^[0-9a-f-]{36}$/, 'a UUID')
+    t.equal(keys[1], keys[0], 'the retry after a timeout sends the same key')
+    t.equal(keys[3], keys[2], 'so does the batch')
+    t.not(keys[2], keys[0], 'each call has its own')
+    t.equal(fake.seen.length, 4)
+  },
+)
+
+t.test('a 503 retry reuses the key; a 409 in flight is retried; a key of your own is sent', async (t) => {
+  const fake = await fakeService(t, (_req, res, n) => {
+    if (n === 0)
+      json(res, 503, { statusCode: 503, error: 'x', message: 'busy', code: 'SSE_ERR_BUS_UNAVAILABLE' })
+    else if (n === 1)
+      json(res, 409, { statusCode: 409, error: 'x', message: 'wait', code: 'SSE_ERR_IDEMPOTENCY_IN_FLIGHT' })
+    else json(res, 202, { id: '5-0', delivered: 0 })
+  })
+  const publisher = createPublisher({ url: fake.url, token: 'tok', retries: 3, retryDelayMs: 1 })
+  t.teardown(() => publisher.close())
+  t.same(await publisher.publish('e', 1, { topics: ['t'] }, { idempotencyKey: 'order-7-paid' }), {
+    id: '5-0',
+    delivered: 0,
+  })
+  t.same(
+    fake.seen.map((r) => r.headers['idempotency-key']),
+    ['order-7-paid', 'order-7-paid', 'order-7-paid'],
+  )
+  const other = await fakeService(t, (_req, res) =>
+    json(res, 409, { statusCode: 409, error: 'x', message: 'no', code: 'SSE_ERR_TOO_MANY_TOPICS' }),
+  )
+  const plain = createPublisher({ url: other.url, token: 'tok', retries: 3, retryDelayMs: 1 })
+  t.teardown(() => plain.close())
+  t.match(await plain.changeSubscriptions({ userIds: ['u'], add: ['t'] }).catch((e: unknown) => e), {
+    statusCode: 409,
+    attempts: 1,
+  })
+})
+
+t.test('against the real service: a reply lost on the way back is retried and delivered once', async (t) => {
+  const { url } = await serve(t)
+  const { port } = new URL(url)
+  // A TCP hop that forwards the first request whole but drops its answer and resets the connection.
+  let connections = 0
+  const hop = createTcp((client) => {
+    const first = connections++ === 0
+    const upstream = connect(Number(port), '127.0.0.1')
+    client.on('data', (c) => upstream.write(c))
+    upstream.on('data', (c) => {
+      if (first) {
+        client.destroy()
+        upstream.destroy()
+      } else client.write(c)
+    })
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+    client.on('close', () => upstream.destroy())
+  })
+  await new Promise<void>((resolve) => hop.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => hop.close(() => resolve())))
+  const stream = await openStream(url)
+  await stream.waitFor((e) => e.event === 'connected')
+  const publisher = createPublisher({
+    url: `http://127.0.0.1:${(hop.address() as AddressInfo).port}`,
+    token: PUBLISHER(),
+    retries: 2,
+    retryDelayMs: 1,
+  })
+  t.teardown(() => publisher.close())
+  const result = await publisher.broadcastMessage('once', { n: 1 })
+  const event = await stream.waitFor((e) => e.event === 'once')
+  t.equal(result.id, event.id, 'the retry answered the id of the event the first attempt published')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.equal(stream.named('once').length, 1, 'delivered once')
+  t.ok(connections >= 2, 'the first answer was lost, a second attempt was made')
+  stream.close()
 })
 
 t.test('a closed publisher refuses calls; bad urls are refused at once', async (t) => {

@@ -70,7 +70,7 @@ export async function startServer(t: Test, env: Record<string, string>): Promise
     output += String(chunk)
   })
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line within 20 s:\n${output}`)), 20_000)
+    const timer = setTimeout(() => reject(new Error(`no listening line within 40 s:\n${output}`)), 40_000)
     const check = () => {
       const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
       if (match?.[1]) {

@@ -55,13 +55,18 @@ t.test('the OpenAPI document is valid and lists every route', async (t) => {
   )
   t.ok(served.length >= 7, `found the app's routes (${served.length})`)
   for (const [method, path] of served) {
-    t.ok(doc.paths[path]?.[method.toLowerCase()], `${method} ${path} is documented`)
+    // OpenAPI writes a path parameter as {name} where the router writes :name.
+    const documented = path.replace(/:(\w+)/g, '{$1}')
+    t.ok(doc.paths[documented]?.[method.toLowerCase()], `${method} ${path} is documented`)
   }
   const expected = [
     ['get', '/api/sse'],
     ['post', '/api/sse'],
     ['get', '/api/sse/stats'],
     ['post', '/api/sse/disconnect-all'],
+    ['post', '/api/sse/batch'],
+    ['post', '/api/sse/subscriptions'],
+    ['get', '/api/sse/topics/{topic}/presence'],
     ['get', '/health'],
     ['get', '/metrics'],
     ['post', '/api/dev/token'],

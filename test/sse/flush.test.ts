@@ -65,12 +65,37 @@ t.test(
   },
 )
 
-t.test('one turn may not queue more than four times the limit for a client', async (t) => {
-  const m = manager(16 * 1024)
-  t.teardown(() => m.close())
-  const s = new Sink()
-  m.connect(s, { userId: null })
-  for (let i = 0; i < 10; i++) m.broadcast('big', 'y'.repeat(8 * 1024))
-  t.equal(s.destroyed, true, 'dropped before the flush, without building the batch')
-  t.equal(m.size, 0)
-})
+t.test(
+  'one turn queues at most four times the limit: past it, it is written at once and judged',
+  async (t) => {
+    const m = manager(16 * 1024)
+    t.teardown(() => m.close())
+    const reader = new Sink()
+    // A socket that takes nothing: what is written stays in its buffer.
+    const stuck = new Sink()
+    stuck.write = function (chunk: Buffer) {
+      this.writes.push(chunk)
+      this.writableLength += chunk.length
+      return false
+    }
+    m.connect(reader, { userId: null })
+    m.connect(stuck, { userId: null })
+    for (let i = 0; i < 20; i++) m.broadcast('big', 'y'.repeat(8 * 1024))
+    t.equal(stuck.destroyed, true, 'the stuck client is dropped within the burst')
+    t.ok(
+      stuck.writableLength <= 4 * 16 * 1024 + 9 * 1024,
+      `it was given at most the allowance (${stuck.writableLength} bytes)`,
+    )
+    await tick()
+    t.equal(reader.destroyed, false, 'a client that keeps up is not')
+    const got = Buffer.concat(reader.writes)
+      .toString()
+      .match(/event: big/g)?.length
+    t.equal(got, 20, 'and gets every event')
+    t.ok(
+      reader.writes.slice(1).every((w) => w.length <= 4 * 16 * 1024 + 9 * 1024),
+      'in writes of at most the allowance',
+    )
+    t.equal(m.size, 1)
+  },
+)

@@ -248,9 +248,10 @@ t.test('event names: 1 to 64 letters, digits and _ - . : /', async (t) => {
   }
 })
 
-t.test('connected, heartbeat and disconnected are reserved', async (t) => {
-  t.same([...RESERVED_EVENTS].sort(), ['connected', 'disconnected', 'heartbeat'])
-  for (const name of ['connected', 'heartbeat', 'disconnected']) t.ok(isReservedEvent(name), name)
+t.test('the names the service sends itself are reserved', async (t) => {
+  t.same([...RESERVED_EVENTS].sort(), ['connected', 'disconnected', 'heartbeat', 'presence', 'subscriptions'])
+  for (const name of ['connected', 'heartbeat', 'disconnected', 'subscriptions', 'presence'])
+    t.ok(isReservedEvent(name), name)
   for (const name of ['Connected', 'heartbeats', 'notification', 'message'])
     t.notOk(isReservedEvent(name), name)
   for (const name of RESERVED_EVENTS) t.ok(isValidEventName(name), 'reserved names are otherwise valid names')

@@ -110,3 +110,52 @@ t.test('returned windows are not views of the ring', async (t) => {
   for (let i = 4; i <= 6; i++) h.append(stored(`${i}-0`))
   t.same(ids(window.events), ['2-0', '3-0'], 'a window taken earlier does not change')
 })
+
+t.test('HISTORY_MAX_BYTES: the history is bounded by bytes, oldest out first', async (t) => {
+  const { loadConfig } = await import('../../src/config.js')
+  const { SseManager } = await import('../../src/sse/manager.js')
+  const config = loadConfig({})
+  t.equal(config.historyMaxBytes, 64 * 1024 * 1024, 'default 64 MiB')
+  const history = new MemoryHistory({
+    maxEvents: config.historySize,
+    maxBytes: config.historyMaxBytes,
+    ttlMs: config.historyTtlMs,
+  })
+  const manager = new SseManager({
+    heartbeatIntervalMs: 0,
+    cleanupIntervalMs: 0,
+    retryMs: 1000,
+    maxBufferedBytes: 1 << 20,
+    history,
+  })
+  t.teardown(() => manager.close())
+  const payload = 'x'.repeat(60_000)
+  const ids: string[] = []
+  for (let i = 0; i < 10_000; i++) ids.push(manager.broadcast('big', { i, payload }).id)
+  t.ok(history.bytes <= config.historyMaxBytes, `${history.bytes} bytes held after 10,000 x 60 KB`)
+  t.ok(history.size > 1000 && history.size < 1200, `${history.size} events kept (about 64 MiB / 60 KB)`)
+  t.equal(history.latestId(), ids[9999])
+  t.same(history.since(ids[0] as string), { recovered: false, events: [] }, 'a dropped id is not recovered')
+  const kept = history.since(ids[9999 - history.size] as string)
+  t.equal(kept.recovered, true, 'the id just before the oldest kept one: everything after it is here')
+  t.equal(kept.events.length, history.size)
+})
+
+t.test('one event larger than HISTORY_MAX_BYTES is not kept, and pushes out the rest', async (t) => {
+  const history = new MemoryHistory({ maxEvents: 10, maxBytes: 2000, ttlMs: 0 })
+  const make = (id: string, size: number) => ({
+    id,
+    event: 'e',
+    frame: Buffer.alloc(size),
+    target: { broadcast: true as const },
+    publishedAt: 0,
+  })
+  history.append(make('1-0', 100))
+  history.append(make('2-0', 100))
+  t.equal(history.size, 2)
+  history.append(make('3-0', 5000))
+  t.equal(history.size, 0)
+  t.equal(history.bytes, 0)
+  t.same(history.since('3-0'), { recovered: true, events: [] }, 'its id: nothing after it was missed')
+  t.same(history.since('2-0').recovered, false, 'an older id: 3-0 was missed and is gone')
+})

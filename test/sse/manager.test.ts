@@ -351,6 +351,8 @@ t.test('stats: shape and counts', async (t) => {
       { userId: 'alice', connections: 2 },
       { userId: 'bob', connections: 1 },
     ],
+    topics: 0,
+    topTopics: [],
     eventsPublished: 2,
     eventsDelivered: 7,
     slowClientsDisconnected: 0,

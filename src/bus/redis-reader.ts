@@ -1,0 +1,188 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { compareEventIds } from '../sse/event-id.js'
+import type { BusHandler } from './bus.js'
+import type { BusLogger, RedisClient } from './redis-bus.js'
+import { decodeEntry, entryOf, type StreamEntry } from './redis-entries.js'
+import { READ, runScript, TAIL } from './redis-scripts.js'
+
+/** One read takes at most this many entries, and stops past READ_MAX_BYTES: what a reader holds at once. */
+export const READ_COUNT = 512
+export const READ_MAX_BYTES = 1024 * 1024
+
+export interface StreamReaderOptions {
+  /** A dedicated connection: XREAD BLOCK holds it. */
+  reader: RedisClient
+  key: string
+  /** How long one XREAD blocks before the loop looks around again. */
+  blockMs: number
+  log: BusLogger
+  /** Entries this instance never read were trimmed: its connections missed events no one can replay. */
+  onGap?: (lastId: string) => void
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/**
+ * Reads the stream on its own connection, from the last id it delivered, so that after an outage
+ * or a failover it resumes exactly where it stopped. Each read is a script that also says what
+ * was trimmed, so a gap is seen whatever kept the reader away (an outage, a stalled process, a
+ * slow loop); XREAD BLOCK only waits for new entries.
+ */
+export class StreamReader {
+  readonly #reader: RedisClient
+  readonly #key: string
+  readonly #blockMs: number
+  readonly #log: BusLogger
+  readonly #onGap: ((lastId: string) => void) | undefined
+  #handler: BusHandler | undefined
+  #lastId: string | null = null
+  /** How many entries the stream had received up to `#lastId` (its `entries-added` then). */
+  #ordinal = 0
+  #gaps = 0
+  #loop: Promise<void> | undefined
+  #lastError: string | null = null
+  #closed = false
+
+  constructor(options: StreamReaderOptions) {
+    this.#reader = options.reader
+    this.#key = options.key
+    this.#blockMs = options.blockMs
+    this.#log = options.log
+    this.#onGap = options.onGap
+  }
+
+  /** The id of the last event delivered (or the stream's end when reading started). */
+  get lastId(): string | null {
+    return this.#lastId
+  }
+
+  /** How many times entries were trimmed before they could be read. */
+  get gaps(): number {
+    return this.#gaps
+  }
+
+  get started(): boolean {
+    return this.#handler !== undefined
+  }
+
+  /** Reading now: connected and past the start. */
+  get reading(): boolean {
+    return this.#reader.isReady && this.#lastId !== null
+  }
+
+  get lastError(): string | null {
+    return this.#lastError
+  }
+
+  async start(handler: BusHandler): Promise<void> {
+    if (this.#handler !== undefined) throw new TypeError('RedisBus supports one subscriber per instance')
+    this.#handler = handler
+    // Start from the current end so that every later publish is read; when Redis is
+    // down now, the loop finds the end once it is back.
+    if (this.#reader.isReady) {
+      try {
+        await this.#tail()
+      } catch (err) {
+        this.#lastError = `redis: ${messageOf(err)}`
+      }
+    }
+    this.#loop = this.#run()
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    // The reader is blocked in XREAD: only destroying the connection ends that at once.
+    if (this.#reader.isOpen) this.#reader.destroy()
+    await this.#loop
+  }
+
+  /** Starts at the newest entry (`0-0` for an empty or missing stream), counting what came before it. */
+  async #tail(): Promise<void> {
+    const [id, added] = (await runScript(this.#reader, TAIL, [this.#key], [])) as [string, number]
+    this.#ordinal = Number(added)
+    this.#lastId = id
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0
+    while (!this.#closed) {
+      if (!this.#reader.isReady) {
+        await sleep(50)
+        continue
+      }
+      try {
+        if (this.#lastId === null) await this.#tail()
+        const lastId = this.#lastId as string
+        const [first, generated, added, length, raw] = (await runScript(
+          this.#reader,
+          READ,
+          [this.#key],
+          [lastId, String(READ_COUNT), String(READ_MAX_BYTES)],
+        )) as [string, string, number, number, unknown[]]
+        failures = 0
+        this.#lastError = null
+        this.#checkContinuity(lastId, first, generated, Number(added) - Number(length), Number(added))
+        for (const entry of raw) this.#deliver(entryOf(entry))
+        if (raw.length > 0) continue
+        // Caught up: wait for the next entry, then read it (and what follows) with the script.
+        await this.#reader.xRead(
+          { key: this.#key, id: this.#lastId as string },
+          { BLOCK: this.#blockMs, COUNT: 1 },
+        )
+      } catch (err) {
+        if (this.#closed) break
+        this.#lastError = `redis: ${messageOf(err)}`
+        failures++
+        await sleep(Math.min(25 * 2 ** failures, 1000))
+      }
+    }
+  }
+
+  #deliver(entry: StreamEntry): void {
+    this.#lastId = entry.id
+    this.#ordinal++
+    const event = decodeEntry(entry)
+    if (event === null) {
+      this.#log.warn({ id: entry.id }, 'skipped a stream entry this service did not write')
+      return
+    }
+    try {
+      this.#handler?.(event)
+    } catch (err) {
+      this.#log.error({ err, id: entry.id }, 'delivering an event from the bus failed')
+    }
+  }
+
+  /**
+   * Compares what this instance delivered with what the stream holds, before the entries just
+   * read are delivered. The stream ends before our last id: Redis lost our newest entries (a
+   * failover before they reached a replica); read from its end, which is where anyone publishes
+   * from now on. Our last id was trimmed: the entries now start at the stream's first, and if more
+   * were removed than we had counted, some we never read are gone: a gap, reported.
+   */
+  #checkContinuity(lastId: string, first: string, generated: string, removed: number, added: number): void {
+    if (generated === '') return
+    if (compareEventIds(generated, lastId) < 0) {
+      this.#log.warn(
+        { lastId, streamEnd: generated },
+        'the event stream in Redis ends before the last event this instance delivered (a failover or a restart lost it): reading from its end',
+      )
+      this.#lastId = generated
+      this.#ordinal = added
+      return
+    }
+    if (first === '0-0' || compareEventIds(first, lastId) <= 0) return
+    if (removed > this.#ordinal) {
+      this.#gaps++
+      this.#log.warn(
+        { lastId, firstKept: first, missed: removed - this.#ordinal },
+        'events were trimmed from Redis before this instance read them',
+      )
+      this.#onGap?.(lastId)
+    }
+    this.#ordinal = removed
+  }
+}

@@ -1,0 +1,409 @@
+import type { Bus, BusEvent, BusMessage, BusStatus } from '../bus/bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE } from '../bus/redis-bus.js'
+import type { RedisConnections } from '../bus/redis-connections.js'
+import type { RedisControl } from '../bus/redis-control.js'
+import type { RedisHistory } from '../bus/redis-history.js'
+import type { InstanceReport, RedisPresence } from '../bus/redis-presence.js'
+import type { RedisTopicPresence } from '../bus/redis-topic-presence.js'
+import type { Config } from '../config.js'
+import { errors } from '../errors.js'
+import type { SseClient } from '../sse/client.js'
+import type { EventHistory } from '../sse/history.js'
+import type {
+  NotificationType,
+  PublishResult,
+  SseManager,
+  SseStats,
+  TopicPresence,
+  UserConnections,
+} from '../sse/manager.js'
+import {
+  applySubscriptions,
+  type SubscriptionOutcome,
+  type SubscriptionRequest,
+} from '../sse/subscriptions.js'
+import type { EventTarget } from '../sse/target.js'
+import { PresenceEvents } from './presence-events.js'
+
+export interface InstanceSummary {
+  instanceId: string
+  connections: number
+  reportedAt: string
+}
+
+export interface ClusterStats extends SseStats {
+  instances: InstanceSummary[]
+}
+
+/**
+ * How messages reach the bus: `bus.publishMany` by default; the idempotency plugin passes one
+ * that records an Idempotency-Key in the same step (and may refuse to publish a repeat).
+ */
+export type BusSender = (messages: readonly BusMessage[]) => Promise<(string | Error)[]>
+
+/** One event of a batch, already validated. */
+export interface BatchItem {
+  readonly event: string
+  readonly data: unknown
+  readonly target: EventTarget
+}
+
+/** One instance's part of a topic's presence, as it travels between instances. */
+interface LocalPresence {
+  connections: number
+  anonymous: number
+  users: [string, number][]
+}
+
+/** How long a POST waits to hear its own event back from Redis, to count local deliveries. */
+export const LOCAL_DELIVERY_WAIT_MS = 1000
+const TOP_USERS = 100
+
+export interface RedisParts {
+  connections: RedisConnections
+  presence: RedisPresence
+  history: RedisHistory
+  control: RedisControl
+  topicPresence: RedisTopicPresence
+}
+
+/**
+ * What the routes use to act on the whole deployment: publish through the bus,
+ * disconnect-all, stats and the per-user limit across instances, readiness. With no
+ * REDIS_URL it is the one process, exactly as without it.
+ */
+export class Cluster {
+  readonly instanceId: string
+  readonly bus: Bus
+  readonly #config: Config
+  readonly #redis: RedisParts | null
+  readonly #log: BusLogger
+  readonly #pending = new Map<string, (delivered: number) => void>()
+  #manager: SseManager | undefined
+  #presenceEvents: PresenceEvents | undefined
+  #timer: NodeJS.Timeout | undefined
+  #seq = 0
+  #accepted = 0
+
+  constructor(config: Config, instanceId: string, bus: Bus, log: BusLogger, redis: RedisParts | null) {
+    this.#config = config
+    this.instanceId = instanceId
+    this.bus = bus
+    this.#log = log
+    this.#redis = redis
+  }
+
+  /** The shared history when events live in Redis; undefined keeps the manager's in-memory one. */
+  get history(): EventHistory | undefined {
+    return this.#redis?.history
+  }
+
+  /** Encodes an event from the bus once for this instance: every local recipient shares the bytes. */
+  toStored = (event: BusEvent) => {
+    const manager = this.#requireManager()
+    return manager.createEvent(event.id, event.event, event.data, event.target, event.publishedAt)
+  }
+
+  /** Starts receiving from the bus into `manager`, and reporting to the other instances. */
+  async attach(manager: SseManager): Promise<void> {
+    this.#manager = manager
+    const topicPresence = this.#redis?.topicPresence
+    this.#presenceEvents = new PresenceEvents({
+      patterns: this.#config.presenceTopics,
+      count: (topic, userId, delta) =>
+        topicPresence ? topicPresence.change(topic, userId, delta) : manager.userTopicCount(userId, topic),
+      publish: (data) => this.publish('presence', data, { topics: [data.topic] }),
+      onError: (err) => this.#log.warn({ err }, 'could not publish a presence event'),
+    })
+    const record = this.bus.kind === 'memory'
+    await this.bus.subscribe((event) => {
+      const delivered = manager.deliver(this.toStored(event), record)
+      this.#pending.get(event.origin)?.(delivered)
+    })
+    const redis = this.#redis
+    if (redis === null) return
+    redis.presence.start({ report: () => this.#report(), userCounts: () => this.#userCounts() })
+    redis.control.start((type, payload) => this.#answer(type, payload))
+    const resync = () =>
+      redis.presence.resync().catch((err) => this.#log.warn({ err }, 'could not report to redis'))
+    redis.connections.onUp(resync)
+    if (redis.connections.ready) await resync()
+    this.#timer = setInterval(() => {
+      if (!redis.connections.ready) return
+      Promise.all([redis.presence.report(), redis.history.maintain(), this.#reap()]).catch(() => undefined)
+    }, this.#config.statsReportIntervalMs).unref()
+  }
+
+  /**
+   * Publishes to every instance. Resolves with the event id and how many connections
+   * of this instance got it; rejects with SSE_ERR_BUS_UNAVAILABLE when the bus cannot
+   * take it.
+   */
+  async publish(event: string, data: unknown, target: EventTarget, send?: BusSender): Promise<PublishResult> {
+    const origin = `${this.instanceId}:${++this.#seq}`
+    let delivered: number | undefined
+    let wake: (() => void) | undefined
+    this.#pending.set(origin, (n) => {
+      delivered = n
+      wake?.()
+    })
+    try {
+      const message = { event, data, target, origin }
+      const id = send === undefined ? await this.bus.publish(message) : (await send([message]))[0]
+      if (typeof id !== 'string') throw id ?? new errors.SSE_ERR_INTERNAL()
+      this.#accepted++
+      if (delivered === undefined) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
+          wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+      }
+      return { id, delivered: delivered ?? 0 }
+    } finally {
+      this.#pending.delete(origin)
+    }
+  }
+
+  /**
+   * Publishes several events in order, in one round trip to the bus; each settles on its own
+   * (an id and this instance's deliveries, or the error).
+   */
+  async publishBatch(items: readonly BatchItem[], send?: BusSender): Promise<(PublishResult | Error)[]> {
+    const delivered = new Map<string, number>()
+    const origins = items.map(() => `${this.instanceId}:${++this.#seq}`)
+    let wake: (() => void) | undefined
+    let waiting = 0
+    for (const origin of origins) {
+      this.#pending.set(origin, (n) => {
+        delivered.set(origin, n)
+        if (delivered.size >= waiting) wake?.()
+      })
+    }
+    try {
+      const ids = await (send ?? ((messages) => this.bus.publishMany(messages)))(
+        items.map((item, i) => ({ ...item, origin: origins[i] as string })),
+      )
+      waiting = ids.filter((id) => typeof id === 'string').length
+      this.#accepted += waiting
+      if (delivered.size < waiting) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
+          wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+      }
+      return ids.map((id, i) =>
+        typeof id === 'string' ? { id, delivered: delivered.get(origins[i] as string) ?? 0 } : id,
+      )
+    } finally {
+      for (const origin of origins) this.#pending.delete(origin)
+    }
+  }
+
+  /** `notification` with `{title, message, type, timestamp}` to every connection of `userId`, on every instance. */
+  sendNotification(
+    userId: string,
+    title: string,
+    message: string,
+    type: NotificationType = 'info',
+  ): Promise<PublishResult> {
+    const data = { title, message, type, timestamp: new Date().toISOString() }
+    return this.publish('notification', data, { userIds: [userId] })
+  }
+
+  /** A local connection's topics changed (connect, subscriptions, disconnect): presence events. */
+  topicsChanged(client: SseClient, added: readonly string[], removed: readonly string[]): void {
+    this.#presenceEvents?.changed(client, added, removed)
+  }
+
+  /** Leave events for the users that only a dead instance held on a presence topic. */
+  async #reap(): Promise<void> {
+    const events = this.#presenceEvents
+    const redis = this.#redis
+    if (redis === null || events === undefined || !events.enabled) return
+    for (const { topic, userId } of await redis.topicPresence.reap()) events.left(topic, userId)
+  }
+
+  /** Ends every stream of every instance; resolves with the total. */
+  async disconnectAll(): Promise<number> {
+    if (this.#redis === null) return this.#requireManager().disconnectAll('server_disconnect')
+    this.#assertReady()
+    const replies = await this.#redis.control.ask('disconnect-all')
+    return replies.reduce<number>((sum, r) => sum + ((r as { disconnected?: number })?.disconnected ?? 0), 0)
+  }
+
+  /** Changes the topics of the connections a request selects, on every instance. */
+  async changeSubscriptions(request: SubscriptionRequest): Promise<SubscriptionOutcome> {
+    const max = this.#config.maxTopicsPerConnection
+    if (this.#redis === null) return applySubscriptions(this.#requireManager(), request, max)
+    this.#assertReady()
+    const replies = (await this.#redis.control.ask(
+      'subscriptions',
+      request,
+    )) as (SubscriptionOutcome | null)[]
+    return {
+      matched: replies.reduce((sum, r) => sum + (r?.matched ?? 0), 0),
+      tooMany: replies.some((r) => r?.tooMany === true),
+    }
+  }
+
+  /** Who is subscribed to `topic`, summed over every live instance. */
+  async presence(topic: string): Promise<TopicPresence> {
+    let parts: LocalPresence[]
+    if (this.#redis === null) parts = [this.#localPresence(topic)]
+    else {
+      this.#assertReady()
+      const replies = (await this.#redis.control.ask('presence', { topic })) as (LocalPresence | null)[]
+      parts = replies.filter((p): p is LocalPresence => p !== null)
+    }
+    const users = new Map<string, number>()
+    let connections = 0
+    let anonymous = 0
+    for (const part of parts) {
+      connections += part.connections
+      anonymous += part.anonymous
+      for (const [userId, n] of part.users) users.set(userId, (users.get(userId) ?? 0) + n)
+    }
+    const top = [...users].map(([userId, n]) => ({ userId, connections: n }))
+    top.sort((a, b) => b.connections - a.connections || (a.userId < b.userId ? -1 : 1))
+    return { topic, connections, anonymous, uniqueUsers: users.size, users: top.slice(0, TOP_USERS) }
+  }
+
+  /** Takes a connection slot for `userId` across instances (the local limit is checked by the caller). */
+  acquireUser(userId: string): boolean | Promise<boolean> {
+    if (this.#redis === null) return true
+    return this.#redis.presence.acquireUser(userId, this.#config.maxConnectionsPerUser)
+  }
+
+  /** Gives back the slot of a connection that ended. */
+  released(client: SseClient): void {
+    if (client.userId !== null) this.releaseUser(client.userId)
+  }
+
+  releaseUser(userId: string): void {
+    this.#redis?.presence.releaseUser(userId)
+  }
+
+  /**
+   * Whether this instance can do its job now, with a fixed public reason (the detail of a
+   * Redis failure is in the log, never in the answer).
+   */
+  readiness(): BusStatus {
+    if (this.#manager?.closing === true) return { ready: false, reason: 'shutting down' }
+    const redis = this.#redis
+    const checks = redis
+      ? [redis.connections.status(), this.bus.status(), redis.presence.status()]
+      : [this.bus.status()]
+    const failed = checks.find((s) => !s.ready)
+    if (failed === undefined) return { ready: true, reason: null }
+    return { ready: false, reason: redis ? REDIS_UNAVAILABLE : 'the bus is closed' }
+  }
+
+  async stats(): Promise<ClusterStats> {
+    const manager = this.#requireManager()
+    const local = manager.stats()
+    const redis = this.#redis
+    if (redis === null) {
+      const self = { instanceId: this.instanceId, connections: local.totalConnections, reportedAt: now() }
+      return { ...local, instances: [self] }
+    }
+    const view = await redis.presence.view()
+    // This instance answers with its numbers of now, the others with their last report.
+    const reports = [this.#report(), ...view.instances.filter((r) => r.instanceId !== this.instanceId)]
+    reports.sort((a, b) => (a.instanceId < b.instanceId ? -1 : 1))
+    const users: UserConnections[] = []
+    for (const [userId, connections] of view.users) users.push({ userId, connections })
+    users.sort((a, b) => b.connections - a.connections || (a.userId < b.userId ? -1 : 1))
+    const sum = (pick: (r: InstanceReport) => number) => reports.reduce((n, r) => n + pick(r), 0)
+    return {
+      ...local,
+      totalConnections: sum((r) => r.totalConnections),
+      authenticatedConnections: sum((r) => r.authenticatedConnections),
+      anonymousConnections: sum((r) => r.anonymousConnections),
+      uniqueUsers: view.users.size,
+      users: users.slice(0, TOP_USERS),
+      eventsPublished: sum((r) => r.eventsPublished),
+      eventsDelivered: sum((r) => r.eventsDelivered),
+      slowClientsDisconnected: sum((r) => r.slowClientsDisconnected),
+      instances: reports.map((r) => ({
+        instanceId: r.instanceId,
+        connections: r.totalConnections,
+        reportedAt: r.reportedAt,
+      })),
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer)
+    // Leave events of the streams just ended go out before the bus closes.
+    await this.#presenceEvents?.idle()
+    this.#redis?.connections.closing()
+    this.#redis?.control.close()
+    if (this.#redis !== null) await this.#redis.presence.close()
+    await this.bus.close()
+    if (this.#redis !== null) await this.#redis.connections.close()
+  }
+
+  #assertReady(): void {
+    if (this.#redis !== null && !this.#redis.presence.status().ready) {
+      throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
+    }
+  }
+
+  #localPresence(topic: string): LocalPresence {
+    const local = this.#requireManager().presence(topic)
+    return { connections: local.connections, anonymous: local.anonymous, users: [...local.users] }
+  }
+
+  /** Answers a request from another instance (or this one) over Redis. */
+  #answer(type: string, payload: unknown): unknown {
+    const manager = this.#requireManager()
+    if (type === 'disconnect-all') {
+      const disconnected = manager.disconnectAll('server_disconnect')
+      this.#log.info({ disconnected }, 'disconnected every local stream')
+      return { disconnected }
+    }
+    if (type === 'subscriptions') {
+      return applySubscriptions(manager, payload as SubscriptionRequest, this.#config.maxTopicsPerConnection)
+    }
+    if (type === 'presence') {
+      const topic = (payload as { topic?: unknown } | null)?.topic
+      return typeof topic === 'string' ? this.#localPresence(topic) : null
+    }
+    return null
+  }
+
+  #requireManager(): SseManager {
+    if (this.#manager === undefined) throw new TypeError('the cluster is not attached to a manager yet')
+    return this.#manager
+  }
+
+  #report(): InstanceReport {
+    const s = this.#requireManager().stats()
+    return {
+      instanceId: this.instanceId,
+      totalConnections: s.totalConnections,
+      authenticatedConnections: s.authenticatedConnections,
+      anonymousConnections: s.anonymousConnections,
+      eventsPublished: this.#accepted,
+      eventsDelivered: s.eventsDelivered,
+      slowClientsDisconnected: s.slowClientsDisconnected,
+      startedAt: s.startedAt,
+      reportedAt: now(),
+    }
+  }
+
+  *#userCounts(): Iterable<[string, number]> {
+    const manager = this.#requireManager()
+    for (const userId of manager.userIds()) yield [userId, manager.userConnectionCount(userId)]
+  }
+}
+
+function now(): string {
+  return new Date().toISOString()
+}

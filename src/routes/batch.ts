@@ -1,0 +1,128 @@
+import type { FastifyPluginAsync } from 'fastify'
+import { Type } from 'typebox'
+import { Compile } from 'typebox/compile'
+import type { Config } from '../config.js'
+import { errors } from '../errors.js'
+import { SCOPES } from '../plugins/auth.js'
+import type { BatchItem } from '../plugins/cluster.js'
+import { type Answer, IdempotencyHeaders } from '../plugins/idempotency.js'
+import { errorResponses } from '../schemas.js'
+import { isReservedEvent } from '../sse/frame.js'
+import { nestsDeeperThan, SendBody, SendResult, targetOf } from './send.js'
+
+export const MAX_BATCH_EVENTS = 1000
+
+export const BatchBody = Type.Object(
+  {
+    events: Type.Array(Type.Unknown({ description: 'An event as POST /api/sse takes it' }), {
+      minItems: 1,
+      maxItems: MAX_BATCH_EVENTS,
+      description: `1 to ${MAX_BATCH_EVENTS} events, each {event, data, broadcast | userIds | clientIds | topics}`,
+    }),
+  },
+  { additionalProperties: false },
+)
+
+const ItemError = Type.Object({
+  error: Type.Object({ statusCode: Type.Integer(), code: Type.String(), message: Type.String() }),
+})
+const BatchResult = Type.Object({
+  results: Type.Array(Type.Union([SendResult, ItemError]), { description: 'One per event, in order' }),
+})
+
+const checkItem = Compile(SendBody)
+
+interface Failure {
+  statusCode: number
+  code: string
+  message: string
+}
+
+function failureOf(err: unknown): Failure {
+  const e = err as { statusCode?: number; code?: string; message?: string }
+  if (typeof e.code === 'string' && e.code.startsWith('SSE_ERR_') && typeof e.statusCode === 'number') {
+    return { statusCode: e.statusCode, code: e.code, message: e.message ?? '' }
+  }
+  const internal = new errors.SSE_ERR_INTERNAL()
+  return { statusCode: 500, code: internal.code, message: internal.message }
+}
+
+/** `POST /api/sse/batch`: many events in one request, each validated and published on its own, in order. */
+export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { config }) => {
+  app.post(
+    '/api/sse/batch',
+    {
+      bodyLimit: config.maxBatchBytes,
+      config: config.rateLimitPublish > 0 ? { rateLimit: { max: config.rateLimitPublish } } : {},
+      preParsing: app.requireScope(SCOPES.publish),
+      preValidation: app.idempotency.checkKey,
+      schema: {
+        tags: ['publish'],
+        summary: 'Publish up to 1000 events in one request, in order',
+        description:
+          'Each event is validated and published on its own. 202 when every event was accepted, else 207; ' +
+          '`results` has one entry per event, in order: `{id, delivered}` or `{error: {statusCode, code, message}}`. ' +
+          'Over Redis the batch is one round trip and ids increase in event order. ' +
+          'An Idempotency-Key covers the whole batch: a repeat answers the results of the first.',
+        security: [{ bearerAuth: [] }],
+        headers: IdempotencyHeaders,
+        body: BatchBody,
+        response: {
+          202: BatchResult,
+          207: BatchResult,
+          ...errorResponses(400, 401, 403, 409, 413, 415, 422, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { events } = request.body as { events: unknown[] }
+      const results: ({ id: string; delivered: number } | { error: Failure })[] = new Array(events.length)
+      const accepted: BatchItem[] = []
+      const slots: number[] = []
+      events.forEach((raw, i) => {
+        try {
+          accepted.push(validate(raw, i))
+          slots.push(i)
+        } catch (err) {
+          results[i] = { error: failureOf(err) }
+        }
+      })
+      const answerOf = (published: readonly ({ id: string; delivered: number } | Error)[]): Answer => {
+        const out = [...results]
+        published.forEach((result, j) => {
+          out[slots[j] as number] = result instanceof Error ? { error: failureOf(result) } : result
+        })
+        return { statusCode: out.some((r) => 'error' in r) ? 207 : 202, body: { results: out } }
+      }
+      // One Idempotency-Key covers the whole batch: a repeat answers the first batch's results.
+      const answer =
+        accepted.length === 0
+          ? answerOf([])
+          : await app.idempotency.run(request, reply, {
+              route: 'batch',
+              publish: async (send) => answerOf(await app.cluster.publishBatch(accepted, send)),
+              fromIds: (ids) => answerOf(ids.map((id) => ({ id, delivered: 0 }))),
+            })
+      if (answer.statusCode === 207)
+        request.log.info({ events: events.length, accepted: accepted.length }, 'batch partly refused')
+      return reply.code(answer.statusCode as 202 | 207).send(answer.body)
+    },
+  )
+
+  function validate(raw: unknown, index: number): BatchItem {
+    if (!checkItem.Check(raw)) {
+      const first = [...checkItem.Errors(raw)].pop()
+      const where = `events/${index}${first?.instancePath ?? ''}`
+      throw new errors.SSE_ERR_INVALID_EVENT(`${where} ${first?.message ?? 'is not a valid event'}`)
+    }
+    const body = raw as SendBody
+    if (Buffer.byteLength(JSON.stringify(raw)) > config.maxPayloadBytes) {
+      throw new errors.SSE_ERR_EVENT_TOO_LARGE(config.maxPayloadBytes)
+    }
+    if (isReservedEvent(body.event)) throw new errors.SSE_ERR_RESERVED_EVENT(body.event)
+    const target = targetOf(body)
+    if (nestsDeeperThan(body.data, config.maxDataDepth))
+      throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
+    return { event: body.event, data: body.data, target }
+  }
+}
