@@ -81,8 +81,8 @@ async function start(t: Test, overrides: Partial<Config>) {
 }
 
 /** Waits for a condition in a tab, checked every 50 ms (a background tab's animation frames are throttled). */
-const until = (page: Page, condition: () => boolean) =>
-  page.waitForFunction(condition, undefined, { polling: 50 }).then(() => undefined)
+const until = (page: Page, condition: () => boolean, timeout = 15_000) =>
+  page.waitForFunction(condition, undefined, { polling: 50, timeout }).then(() => undefined)
 
 /** Loads the page in ten tabs first, then opens one EventSource per tab. */
 async function openTabs(context: BrowserContext, url: string): Promise<Page[]> {
@@ -191,7 +191,17 @@ if (!existsSync(CHROMIUM)) {
     )
     // Queued, not broken: closing one stream frees a connection and the seventh opens.
     await opened[0]?.evaluate(() => (globalThis as unknown as TabWindow).es?.close())
-    await until(waiting[0] as Page, () => (globalThis as unknown as TabWindow).tab.state === 'open')
-    t.ok(await eventually(() => app.sse.size === HTTP1_LIMIT), 'the seventh took the freed connection')
+    // Whichever waiting tab the browser hands the freed connection to opens (a loaded machine
+    // can take a while): six streams again.
+    const oneOpened = await eventually(
+      async () => {
+        const states = await Promise.all(waiting.map(tabState))
+        return states.some((s) => s.state === 'open')
+      },
+      45_000,
+      200,
+    )
+    t.ok(oneOpened, 'a waiting tab opened on the freed connection')
+    t.ok(await eventually(() => app.sse.size === HTTP1_LIMIT), 'six streams again')
   })
 }
