@@ -189,8 +189,10 @@ t.test(
     for (const x of refused) {
       const body = { event: 'f', data: { n: x.n }, ...(x.user ? { userIds: [x.user] } : { broadcast: true }) }
       let status = 0
-      for (let attempt = 0; attempt < 10 && status !== 202; attempt++) {
-        if (attempt > 0) await sleep(100 * attempt)
+      let last = ''
+      // For up to about 20 s, as an SDK configured with retries would.
+      for (let attempt = 0; attempt < 25 && status !== 202; attempt++) {
+        if (attempt > 0) await sleep(Math.min(100 * attempt, 1000))
         const res = await request(`${x.via === 'a' ? a.url : b.url}/api/sse`, {
           method: 'POST',
           headers: {
@@ -200,11 +202,11 @@ t.test(
           },
           body: JSON.stringify(body),
         })
-        await res.body.text()
+        last = await res.body.text()
         status = res.statusCode
         if (status === 202 && res.headers['idempotent-replayed'] === 'true') replayed++
       }
-      if (status !== 202) t.fail(`the retries of ${x.n} answered ${status}`)
+      if (status !== 202) t.fail(`the retries of ${x.n} answered ${status}`, { last, attempt: x, killedAt })
     }
     t.comment(`${refused.length} refused publishes retried with their key: ${replayed} had been stored`)
     await sleep(500)
