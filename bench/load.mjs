@@ -61,6 +61,8 @@ let maxUs = 0
 let firstReceipt = 0
 let lastReceipt = 0
 let unexpectedCloses = 0
+/** Streams the server ended during the measurement (it kept their connections open). */
+let ended = 0
 let hist = new Uint32Array(BUCKETS)
 /** Per event: the latency of its first and of its last recipient here (µs). */
 let firstLat = new Float64Array(0)
@@ -170,7 +172,30 @@ function onRead(conn, nread, buf) {
     view = head.subarray(end + 4)
   }
   if (view.length > 0) body(conn, view, now)
+  if (endsResponse(view) && conn.state === OPEN) {
+    // The server ended this stream (`event: disconnected`, then the last chunk) but kept the
+    // connection alive: nothing more comes on it, and a browser would reconnect.
+    conn.state = CLOSED
+    if (active) ended++
+  }
   if (active && received >= expected) finish()
+}
+
+/**
+ * Whether a read ends with HTTP/1.1's last chunk (`0\r\n\r\n`). Event data never holds CRLF CRLF,
+ * so only the end of the response does; looking at the last 5 bytes costs nothing per read (a last
+ * chunk split across two reads is missed, and the stream then counts as open).
+ */
+function endsResponse(view) {
+  const n = view.length
+  return (
+    n >= 5 &&
+    view[n - 1] === 10 &&
+    view[n - 2] === 13 &&
+    view[n - 3] === 10 &&
+    view[n - 4] === 13 &&
+    view[n - 5] === 48
+  )
 }
 
 // Opening: a bounded number of sockets in flight until `count` have answered.
@@ -296,7 +321,7 @@ function expect(msg) {
   first = msg.first
   last = msg.last
   received = dup = reordered = stray = misdelivered = maxUs = firstReceipt = lastReceipt = 0
-  unexpectedCloses = 0
+  unexpectedCloses = ended = 0
   hist = new Uint32Array(BUCKETS)
   firstLat = new Float64Array(last - first + 1).fill(Number.POSITIVE_INFINITY)
   lastLat = new Float64Array(last - first + 1)
@@ -358,6 +383,7 @@ function finish() {
     misdelivered,
     short,
     unexpectedCloses,
+    ended,
     maxUs,
     firstReceipt,
     lastReceipt,

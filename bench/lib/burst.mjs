@@ -145,6 +145,8 @@ export async function burst(ctx, target, { mode, count, rate = 0, users, toOf, i
     reordered: sum('reordered'),
     connectionsShort: sum('short'),
     closedDuring: sum('unexpectedCloses'),
+    /** Streams the server ended (`event: disconnected`) while the burst ran: their later events never come. */
+    endedByServer: sum('ended'),
     publishFailures: failures() - failuresBefore,
     requests: answered.requests,
     batch,
@@ -179,7 +181,8 @@ export function describe(m) {
   return (
     `   delivered ${m.received}/${m.expected} (lost ${m.lost}` +
     `${m.duplicates > 0 ? `, ${m.duplicates} twice` : ''}${m.misdelivered > 0 ? `, ${m.misdelivered} to the wrong stream` : ''}` +
-    `${m.publishFailures > 0 ? `, ${m.publishFailures} refused` : ''}) in ${fmt(m.spanS)} s = ${fmt(m.deliveredPerSec)}/s` +
+    `${m.publishFailures > 0 ? `, ${m.publishFailures} refused` : ''}` +
+    `${m.endedByServer + m.closedDuring > 0 ? `; ${m.endedByServer + m.closedDuring} streams ended by the server` : ''}) in ${fmt(m.spanS)} s = ${fmt(m.deliveredPerSec)}/s` +
     `${m.inFlight > 0 ? ` (accepted ${fmt(m.acceptedPerSec)}/s in ${fmt(m.requests)} requests of ${m.batch}, ${m.inFlight} in flight)` : ''}; ` +
     `latency p50 ${fmt(m.p50Ms)} p99 ${fmt(m.p99Ms)} max ${fmt(m.maxMs)} ms ` +
     `(first recipient ${fmt(m.firstRecipientMsMedian)} ms, fan-out ${fmt(m.fanoutMsMedian)} ms, medians); ` +

@@ -25,7 +25,12 @@ process.on('exit', () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   for (const fn of exitHooks) fn()
 })
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130))
+for (const signal of ['SIGINT', 'SIGTERM'])
+  process.on(signal, () => {
+    // Say so: another session's cleanup can stop a run, and a silent end looks like a crash.
+    process.stderr.write(`bench: stopped by ${signal}\n`)
+    process.exit(130)
+  })
 
 /** The load stops by itself: past `ms`, the whole run ends (and every child with it). */
 export function globalTimeout(ms) {

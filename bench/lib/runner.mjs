@@ -73,6 +73,7 @@ async function runServer(ctx, kind) {
 export async function runRounds(ctx) {
   const runs = Object.fromEntries(ctx.kinds.map((kind) => [kind, []]))
   for (let k = 0; k < ctx.repeat; k++) {
+    ctx.round = k
     // Alternate the order so that no kind always runs while the machine is busier.
     const order = k % 2 === 0 ? ctx.kinds : [...ctx.kinds].reverse()
     for (const kind of order) {

@@ -83,7 +83,8 @@ export async function startTarget(ctx, kind, { name = kind, extraEnv = {} } = {}
     if (kind === 'floor') env.FLOOR_WRITE = opt['floor-write']
     args.push(SCRIPTS[kind])
   }
-  const logFile = join(ctx.logDir, `${name}.log`)
+  // One log per server and round: a count of its lines must not include an earlier round's.
+  const logFile = join(ctx.logDir, `${name}${ctx.round > 0 ? `.round${ctx.round + 1}` : ''}.log`)
   const out = openSync(logFile, 'a')
   const child = track(spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', out, out] }))
   const base = `http://127.0.0.1:${port}`

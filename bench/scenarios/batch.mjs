@@ -44,6 +44,8 @@ async function targetedBurst(ctx, target, count, batch, label) {
     batch,
   })
   result.faults = result.lost + result.duplicates + result.misdelivered + result.publishFailures
+  // Over Redis an instance that finds events trimmed before it read them ends all its streams.
+  result.streamsEnded = result.endedByServer + result.closedDuring
   ctx.log(describe(result))
   return result
 }
@@ -107,6 +109,7 @@ export function rows(ctx, runs) {
       row('latency p99 (ms)', 'p99Ms'),
       row('server CPU per delivery (µs)', 'serverCpuUsPerDelivery'),
       row('events lost, twice, misdelivered, refused', 'faults', kind === null ? { ratios: false } : {}),
+      row('streams ended by the server', 'streamsEnded', kind === null ? { ratios: false } : {}),
       cpuLine(
         runs,
         kind ?? both,

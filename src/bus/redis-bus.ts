@@ -22,8 +22,12 @@ const SILENT: BusLogger = { info() {}, warn() {}, error() {} }
 
 /** The transport keeps at least this many entries, whatever HISTORY_SIZE says: it is also the buffer for slow readers. */
 export const MIN_STREAM_LENGTH = 1000
-/** A replica counts for REDIS_WAIT_REPLICAS only when it acknowledged within this (it does every second). */
-const MAX_REPLICA_LAG_S = 3
+/**
+ * A replica counts for REDIS_WAIT_REPLICAS only when it acknowledged within this (it does every
+ * second): Redis's own default for `min-replicas-max-lag`. A replica that lags less still has to
+ * confirm each publish through WAIT.
+ */
+const MAX_REPLICA_LAG_S = 10
 
 export interface RedisBusOptions {
   /** For short commands (and publishing, without `publisher`). */
