@@ -117,6 +117,11 @@ export interface Config {
   readonly redisWaitReplicas: number
   /** REDIS_WAIT_TIMEOUT_MS: how long a publish waits for those replicas before it answers 503. */
   readonly redisWaitTimeoutMs: number
+  /**
+   * REDIS_LAG_WAIT_MS: when this instance's reader is more than half the Redis stream behind, a
+   * publish answers once it has caught up to half, or after this long (0 = never wait).
+   */
+  readonly redisLagWaitMs: number
   /** REDIS_MAX_PENDING_BYTES: bytes of publishes waiting for Redis; past it a publish is 503 at once. */
   readonly redisMaxPendingBytes: number
   /** IDEMPOTENCY_TTL_MS: how long an Idempotency-Key is remembered. */
@@ -608,6 +613,7 @@ export function loadConfig(env: Env = {}): Config {
     redisWaitReplicas: int(env, 'REDIS_WAIT_REPLICAS', 0, 0, 16),
     redisWaitTimeoutMs: int(env, 'REDIS_WAIT_TIMEOUT_MS', 1_000, 1, 60_000),
     redisMaxPendingBytes: int(env, 'REDIS_MAX_PENDING_BYTES', 16 * 1_048_576, 65_536),
+    redisLagWaitMs: int(env, 'REDIS_LAG_WAIT_MS', 5_000, 0, 60_000),
     idempotencyTtlMs: int(env, 'IDEMPOTENCY_TTL_MS', 300_000, 1_000, 86_400_000),
     statsReportIntervalMs: int(env, 'STATS_REPORT_INTERVAL_MS', 2_000, 100, 60_000),
     devLogin: devLogin(env, production, jwt),

@@ -53,6 +53,11 @@ export interface RedisBusOptions {
   waitTimeoutMs?: number
   /** How long one XREAD blocks before the loop looks around again. */
   blockMs?: number
+  /**
+   * REDIS_LAG_WAIT_MS: when this instance's reader is more than half the stream behind, a publish
+   * answers once it has caught up to half, or after this long (0 = never wait).
+   */
+  lagWaitMs?: number
   log?: BusLogger
   /**
    * Called when entries this instance never read were already trimmed from the stream: its
@@ -89,9 +94,13 @@ export class RedisBus implements Bus {
   readonly #maxPendingBytes: number
   readonly #waitReplicas: number
   readonly #waitTimeoutMs: number
+  readonly #lagWaitMs: number
   readonly #log: BusLogger
   readonly #refused: Refusals = { unavailable: 0, backlog: 0, replicas: 0 }
   #pendingBytes = 0
+  /** Publishes that waited for this instance's reader, and whether one is waiting now (logged once). */
+  #paced = 0
+  #pacing = 0
   /** Scripts sent on the publisher connection, and the newest WAIT with how many it covers. */
   #sent = 0
   #wait: { covers: number; acked: Promise<number> } | null = null
@@ -107,6 +116,7 @@ export class RedisBus implements Bus {
     this.#maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
     this.#waitReplicas = options.waitReplicas ?? 0
     this.#waitTimeoutMs = options.waitTimeoutMs ?? 1000
+    this.#lagWaitMs = options.lagWaitMs ?? 5000
     this.#log = options.log ?? SILENT
     this.#stream = new StreamReader({
       reader: options.reader,
@@ -130,6 +140,11 @@ export class RedisBus implements Bus {
   /** How many times this instance found entries trimmed before it could read them. */
   get gaps(): number {
     return this.#stream.gaps
+  }
+
+  /** Publishes that waited for this instance's reader to catch up (REDIS_LAG_WAIT_MS). */
+  get paced(): number {
+    return this.#paced
   }
 
   /** Bytes of publishes sent to Redis and not answered yet. */
@@ -250,6 +265,7 @@ export class RedisBus implements Bus {
       if (this.#waitReplicas > 0 && !(await this.#replicated(seq, once))) {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
       }
+      await this.#keepPace(Number(b), Number(c), Number(d))
       return { kind: 'published', ids }
     } finally {
       this.#pendingBytes -= bytes
@@ -287,6 +303,35 @@ export class RedisBus implements Bus {
     if (once !== null)
       await runScript(this.#commands, SET_RECORD, [once.key], ['f', '1']).catch(() => undefined)
     return false
+  }
+
+  /**
+   * Backpressure on publishers: the stream is also every reader's buffer, and publishers that
+   * outrun this instance's reader (a busy process, a slow loop) would have entries trimmed before
+   * it reads them: a gap that ends every stream here. So when the reader is more than half the
+   * stream behind, the publish answers only once it has caught up to half, or after
+   * REDIS_LAG_WAIT_MS: publishers slow down to the pace this instance delivers at. It paces the
+   * publishers of this instance only (an instance nobody publishes to is not waited for). "The
+   * stream" is what its bounds keep: HISTORY_SIZE entries, or fewer when HISTORY_MAX_BYTES is
+   * reached first (estimated from the entries' size now).
+   */
+  async #keepPace(added: number, length: number, bytes: number): Promise<void> {
+    if (this.#lagWaitMs === 0 || !(added > 0) || !this.#stream.reading) return
+    const byBytes = bytes > 0 ? Math.floor((length * this.#maxBytes) / bytes) : Infinity
+    const allowed = Math.floor(Math.min(this.#maxLength, byBytes) / 2)
+    if (added - this.#stream.ordinal <= allowed) return
+    this.#paced++
+    if (this.#pacing++ === 0) {
+      this.#log.warn(
+        { behind: added - this.#stream.ordinal, length },
+        "this instance's reader is more than half the Redis stream behind: publishes wait for it",
+      )
+    }
+    try {
+      await this.#stream.waitFor(added - allowed, this.#lagWaitMs)
+    } finally {
+      this.#pacing--
+    }
   }
 
   #unavailable(): Error {

@@ -20,6 +20,12 @@ export interface StreamReaderOptions {
   onGap?: (lastId: string) => void
 }
 
+/** A publish waiting for the reader to deliver the stream's `ordinal`-th entry. */
+interface Waiter {
+  ordinal: number
+  wake: () => void
+}
+
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
@@ -44,6 +50,8 @@ export class StreamReader {
   #loop: Promise<void> | undefined
   #lastError: string | null = null
   #closed = false
+  /** Publishes waiting for this reader to catch up (`waitFor`), in no particular order. */
+  #waiters: Waiter[] = []
 
   constructor(options: StreamReaderOptions) {
     this.#reader = options.reader
@@ -76,6 +84,44 @@ export class StreamReader {
     return this.#lastError
   }
 
+  /** How many entries the stream had received up to the last one this reader delivered. */
+  get ordinal(): number {
+    return this.#ordinal
+  }
+
+  /**
+   * Resolves once this reader has delivered the stream's `ordinal`-th entry, or after `ms`, or
+   * when it closes: a publisher's way to wait for a reader that fell behind (never an error).
+   */
+  waitFor(ordinal: number, ms: number): Promise<void> {
+    if (this.#closed || this.#ordinal >= ordinal || ms <= 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const waiter = {
+        ordinal,
+        wake: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+      }
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter)
+        resolve()
+      }, ms)
+      this.#waiters.push(waiter)
+    })
+  }
+
+  /** Wakes the publishes this reader has caught up with (all of them once it closes). */
+  #wake(all = this.#closed): void {
+    if (this.#waiters.length === 0) return
+    const waiting: Waiter[] = []
+    for (const waiter of this.#waiters) {
+      if (all || this.#ordinal >= waiter.ordinal) waiter.wake()
+      else waiting.push(waiter)
+    }
+    this.#waiters = waiting
+  }
+
   async start(handler: BusHandler): Promise<void> {
     if (this.#handler !== undefined) throw new TypeError('RedisBus supports one subscriber per instance')
     this.#handler = handler
@@ -96,6 +142,7 @@ export class StreamReader {
     this.#closed = true
     // The reader is blocked in XREAD: only destroying the connection ends that at once.
     if (this.#reader.isOpen) this.#reader.destroy()
+    this.#wake()
     await this.#loop
   }
 
@@ -126,6 +173,7 @@ export class StreamReader {
         this.#lastError = null
         this.#checkContinuity(lastId, first, generated, Number(added) - Number(length), Number(added))
         for (const entry of raw) this.#deliver(entryOf(entry))
+        this.#wake()
         if (raw.length > 0) continue
         // Caught up: wait for the next entry, then read it (and what follows) with the script.
         await this.#reader.xRead(
@@ -172,6 +220,8 @@ export class StreamReader {
       )
       this.#lastId = generated
       this.#ordinal = added
+      // The counts before and after the loss do not compare: nobody waits on the old ones.
+      this.#wake(true)
       return
     }
     if (first === '0-0' || compareEventIds(first, lastId) <= 0) return

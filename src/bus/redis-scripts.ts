@@ -31,7 +31,7 @@ end`
  * ARGV: maxLen, maxBytes, minId ('' for none), minReplicas, maxLagSeconds, overhead, fingerprint,
  * ttlMs, n, then n times (event, data, target, origin).
  *
- * Returns {'ok', 'id,id,...'}; {'replicas', online} when fewer replicas than asked are online
+ * Returns {'ok', 'id,id,...', entriesAdded, length, bytes}; {'replicas', online} when fewer replicas than asked are online
  * (nothing written); {'mismatch'} or {'seen', ids, answer, failed, ageMs} for a known record
  * (nothing written). Every check comes before the first write, so a refusal stores nothing.
  * Past a bound the oldest entries go, down to 1% under it, so that trimming comes in batches
@@ -90,6 +90,7 @@ if bytes == added and len > 0 then
   redis.call('SET', counter, bytes)
 end
 len = len + n
+local kept = bytes
 
 -- Over a bound: the oldest go, down to 1% under it, so that the next trims come in batches, not
 -- one per publish. Pages grow so that a small trim reads little.
@@ -116,6 +117,7 @@ if len > maxLen or bytes > maxBytes or minId ~= '' then
   if dropped > 0 then
     redis.call('XTRIM', stream, 'MAXLEN', len - dropped)
     if len - dropped > 0 then redis.call('DECRBY', counter, freed) else redis.call('DEL', counter) end
+    kept = bytes - freed
   end
 end
 
@@ -123,7 +125,14 @@ if record and n > 0 then
   redis.call('HSET', record, 'h', fingerprint, 'i', table.concat(ids, ','), 'a', tostring(nowMs()))
   redis.call('PEXPIRE', record, ttl)
 end
-return {'ok', table.concat(ids, ',')}`
+-- What a publisher needs to tell how far its instance's reader is behind.
+if n == 0 then return {'ok', ''} end
+local total = 0
+local info = redis.call('XINFO', 'STREAM', stream)
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then total = info[i + 1] break end
+end
+return {'ok', table.concat(ids, ','), tostring(total), tostring(redis.call('XLEN', stream)), tostring(kept)}`
 
 /** Reads what XINFO STREAM says about the stream into locals: first, last, added, len. */
 const STREAM_INFO = `local info = redis.call('XINFO', 'STREAM', KEYS[1])

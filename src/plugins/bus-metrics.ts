@@ -59,6 +59,13 @@ export function registerBusMetrics(registry: Registry, app: FastifyInstance): vo
   )
   totalCounter(
     registry,
+    'sse_bus_paced_publishes_total',
+    "Publishes that waited for this instance's Redis reader, more than half the stream behind (REDIS_LAG_WAIT_MS)",
+    [],
+    () => ({ paced: redis()?.paced ?? 0 }),
+  )
+  totalCounter(
+    registry,
     'sse_idempotent_replays_total',
     'Publishes with a known Idempotency-Key answered with the first result, nothing published',
     [],

@@ -59,6 +59,7 @@ export const busPlugin = fp<{ config: Config }>(
         maxPendingBytes: config.redisMaxPendingBytes,
         waitReplicas: config.redisWaitReplicas,
         waitTimeoutMs: config.redisWaitTimeoutMs,
+        lagWaitMs: config.redisLagWaitMs,
         log,
         // Entries this instance never read are gone: its streams missed events no one can
         // replay. Ending them makes the clients reconnect and learn `recovered: false`.
