@@ -36,16 +36,30 @@ export class MemoryBus implements Bus {
 
   publish(message: BusMessage): Promise<string> {
     if (this.#closed) return Promise.reject(new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed'))
+    return Promise.resolve(this.#deliver(message))
+  }
+
+  /** In order, synchronously: each event reaches every subscriber before the next is taken. */
+  publishMany(messages: readonly BusMessage[]): Promise<(string | Error)[]> {
+    if (this.#closed) {
+      return Promise.resolve(messages.map(() => new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed')))
+    }
+    const out: (string | Error)[] = new Array(messages.length)
+    for (let i = 0; i < messages.length; i++) {
+      try {
+        out[i] = this.#deliver(messages[i] as BusMessage)
+      } catch (err) {
+        out[i] = err instanceof Error ? err : new Error(String(err))
+      }
+    }
+    return Promise.resolve(out)
+  }
+
+  #deliver(message: BusMessage): string {
     const id = this.#hub.ids.next()
     const event = { ...message, id, publishedAt: idTime(id) }
     for (const handler of this.#hub.handlers) handler(event)
-    return Promise.resolve(id)
-  }
-
-  async publishMany(messages: readonly BusMessage[]): Promise<(string | Error)[]> {
-    const out: (string | Error)[] = []
-    for (const message of messages) out.push(await this.publish(message).catch((err: Error) => err))
-    return out
+    return id
   }
 
   subscribe(handler: BusHandler): Promise<void> {

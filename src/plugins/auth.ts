@@ -7,6 +7,7 @@ import type { JwtAlgorithm, JwtConfig } from '../config.js'
 import { errors } from '../errors.js'
 import { DEFAULT_CLAIMS, identityOf, type Payload } from './claims.js'
 import { JwksKeySet, type VerificationKey } from './jwks.js'
+import { VerifiedTokens } from './verified-tokens.js'
 
 /** Scopes the service understands. */
 export const SCOPES = {
@@ -105,14 +106,14 @@ function checkHeader(header: Payload): void {
 const listOf = (value: string | readonly string[] | undefined): string[] =>
   value === undefined ? [] : typeof value === 'string' ? [value] : [...value]
 
+/** How long a verified token is trusted without verifying it again (never past its exp). */
+const VERIFY_CACHE_TTL_MS = 60_000
+
 /**
  * JWT authentication. Algorithms are pinned (with JWKS, each key allows only its own), `exp` and
  * the user claim are required, and `iss`/`aud` are checked when configured. The user id only
  * ever comes from a verified token.
  */
-/** How long a verified token is trusted without verifying it again (never past its exp). */
-const VERIFY_CACHE_TTL_MS = 60_000
-
 export const authPlugin = fp<{ jwt: JwtConfig; verifyCacheSize?: number }>(
   async (app, { jwt, verifyCacheSize = 0 }) => {
     const claims = jwt.claims ?? DEFAULT_CLAIMS
@@ -129,9 +130,6 @@ export const authPlugin = fp<{ jwt: JwtConfig; verifyCacheSize?: number }>(
       ],
       ...(issuers.length > 0 ? { allowedIss: issuers } : {}),
       ...(audiences.length > 0 ? { allowedAud: audiences } : {}),
-      // A publisher sends the same token with every request: its verification is kept, in an
-      // LRU of this many tokens, never past the token's exp (fast-jwt's own cache).
-      ...(verifyCacheSize > 0 ? { cache: verifyCacheSize, cacheTTL: VERIFY_CACHE_TTL_MS } : {}),
     }
 
     let verify: (token: string) => Decoded | Promise<Decoded>
@@ -177,6 +175,28 @@ export const authPlugin = fp<{ jwt: JwtConfig; verifyCacheSize?: number }>(
           ...(audiences.length > 0 ? { aud: audiences.length === 1 ? audiences[0] : audiences } : {}),
         },
       })
+    }
+
+    if (verifyCacheSize > 0) {
+      // A publisher sends the same token with every request: its verification is kept, in an
+      // LRU of this many tokens, never past the token's exp.
+      const verified = new VerifiedTokens<Decoded>(verifyCacheSize, VERIFY_CACHE_TTL_MS)
+      const expiryOf = (decoded: Decoded) =>
+        typeof decoded.payload.exp === 'number' ? decoded.payload.exp * 1000 : undefined
+      const uncached = verify
+      verify = (token) => {
+        const hit = verified.get(token)
+        if (hit !== undefined) return hit
+        const decoded = uncached(token)
+        if (!(decoded instanceof Promise)) {
+          verified.set(token, decoded, expiryOf(decoded))
+          return decoded
+        }
+        return decoded.then((d) => {
+          verified.set(token, d, expiryOf(d))
+          return d
+        })
+      }
     }
 
     const cookieName = jwt.cookie ?? null

@@ -78,7 +78,7 @@ export class Cluster {
   readonly #config: Config
   readonly #redis: RedisParts | null
   readonly #log: BusLogger
-  readonly #pending = new Map<string, (delivered: number) => void>()
+  readonly #pending = new Map<string, (delivered: number, origin: string) => void>()
   #manager: SseManager | undefined
   #presenceEvents: PresenceEvents | undefined
   #timer: NodeJS.Timeout | undefined
@@ -118,7 +118,7 @@ export class Cluster {
     const record = this.bus.kind === 'memory'
     await this.bus.subscribe((event) => {
       const delivered = manager.deliver(this.toStored(event), record)
-      this.#pending.get(event.origin)?.(delivered)
+      this.#pending.get(event.origin)?.(delivered, event.origin)
     })
     const redis = this.#redis
     if (redis === null) return
@@ -176,12 +176,12 @@ export class Cluster {
     const origins = items.map(() => `${this.instanceId}:${++this.#seq}`)
     let wake: (() => void) | undefined
     let waiting = 0
-    for (const origin of origins) {
-      this.#pending.set(origin, (n) => {
-        delivered.set(origin, n)
-        if (delivered.size >= waiting) wake?.()
-      })
+    // One callback for the whole batch: it learns which event by its origin.
+    const heard = (n: number, origin: string) => {
+      delivered.set(origin, n)
+      if (delivered.size >= waiting) wake?.()
     }
+    for (const origin of origins) this.#pending.set(origin, heard)
     try {
       const ids = await (send ?? ((messages) => this.bus.publishMany(messages)))(
         items.map((item, i) => ({ ...item, origin: origins[i] as string })),
