@@ -118,8 +118,8 @@ export interface Config {
   /** REDIS_WAIT_TIMEOUT_MS: how long a publish waits for those replicas before it answers 503. */
   readonly redisWaitTimeoutMs: number
   /**
-   * REDIS_LAG_WAIT_MS: when this instance's reader is more than half the Redis stream behind, a
-   * publish answers once it has caught up to half, or after this long (0 = never wait).
+   * REDIS_LAG_WAIT_MS: a publish that would put this instance's reader more than half the Redis
+   * stream behind waits for it at most this long, then is 503 (0 = never wait).
    */
   readonly redisLagWaitMs: number
   /** REDIS_MAX_PENDING_BYTES: bytes of publishes waiting for Redis; past it a publish is 503 at once. */

@@ -88,7 +88,7 @@ export const errors = {
   ),
   SSE_ERR_BUS_BACKLOG: createError(
     'SSE_ERR_BUS_BACKLOG',
-    'Too many publishes are waiting for Redis (REDIS_MAX_PENDING_BYTES); nothing was stored; retry shortly',
+    'Too many publishes are waiting (%s); nothing was stored; retry shortly',
     503,
   ),
   SSE_ERR_REPLICAS_UNAVAILABLE: createError(

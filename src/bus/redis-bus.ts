@@ -54,8 +54,8 @@ export interface RedisBusOptions {
   /** How long one XREAD blocks before the loop looks around again. */
   blockMs?: number
   /**
-   * REDIS_LAG_WAIT_MS: when this instance's reader is more than half the stream behind, a publish
-   * answers once it has caught up to half, or after this long (0 = never wait).
+   * REDIS_LAG_WAIT_MS: a publish that would put this instance's reader more than half the stream
+   * behind waits for it at most this long, then is refused (0 = never wait).
    */
   lagWaitMs?: number
   log?: BusLogger
@@ -73,6 +73,7 @@ export interface Refusals {
   replicas: number
 }
 
+const READER_BEHIND = "for this instance's reader, more than half the Redis stream behind: REDIS_LAG_WAIT_MS"
 const STORED_UNCONFIRMED = 'it was stored and may still be delivered; retry with the same Idempotency-Key'
 
 /**
@@ -101,6 +102,10 @@ export class RedisBus implements Bus {
   /** Publishes that waited for this instance's reader, and whether one is waiting now (logged once). */
   #paced = 0
   #pacing = 0
+  /** The stream's `entries-added` at the last answer, what this instance has in flight, half the stream. */
+  #lastAdded = 0
+  #inFlight = 0
+  #allowed: number
   /** Scripts sent on the publisher connection, and the newest WAIT with how many it covers. */
   #sent = 0
   #wait: { covers: number; acked: Promise<number> } | null = null
@@ -117,6 +122,7 @@ export class RedisBus implements Bus {
     this.#waitReplicas = options.waitReplicas ?? 0
     this.#waitTimeoutMs = options.waitTimeoutMs ?? 1000
     this.#lagWaitMs = options.lagWaitMs ?? 5000
+    this.#allowed = Math.floor(this.#maxLength / 2)
     this.#log = options.log ?? SILENT
     this.#stream = new StreamReader({
       reader: options.reader,
@@ -229,9 +235,16 @@ export class RedisBus implements Bus {
     }
     // Bounded while Redis is slow: one publish always goes, more only within the budget.
     if (this.#pendingBytes > 0 && this.#pendingBytes + bytes > this.#maxPendingBytes) {
-      return refuse('backlog', () => new errors.SSE_ERR_BUS_BACKLOG())
+      return refuse(
+        'backlog',
+        () => new errors.SSE_ERR_BUS_BACKLOG('for Redis to answer: REDIS_MAX_PENDING_BYTES'),
+      )
+    }
+    if (!(await this.#room(n))) {
+      return refuse('backlog', () => new errors.SSE_ERR_BUS_BACKLOG(READER_BEHIND))
     }
     this.#pendingBytes += bytes
+    this.#inFlight += n
     try {
       const keys = once === null ? [this.#key, this.#bytesKey] : [this.#key, this.#bytesKey, once.key]
       let reply: string[]
@@ -265,10 +278,11 @@ export class RedisBus implements Bus {
       if (this.#waitReplicas > 0 && !(await this.#replicated(seq, once))) {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
       }
-      await this.#keepPace(Number(b), Number(c), Number(d))
+      this.#learn(Number(b), Number(c), Number(d))
       return { kind: 'published', ids }
     } finally {
       this.#pendingBytes -= bytes
+      this.#inFlight -= n
     }
   }
 
@@ -306,32 +320,42 @@ export class RedisBus implements Bus {
   }
 
   /**
-   * Backpressure on publishers: the stream is also every reader's buffer, and publishers that
-   * outrun this instance's reader (a busy process, a slow loop) would have entries trimmed before
-   * it reads them: a gap that ends every stream here. So when the reader is more than half the
-   * stream behind, the publish answers only once it has caught up to half, or after
-   * REDIS_LAG_WAIT_MS: publishers slow down to the pace this instance delivers at. It paces the
-   * publishers of this instance only (an instance nobody publishes to is not waited for). "The
-   * stream" is what its bounds keep: HISTORY_SIZE entries, or fewer when HISTORY_MAX_BYTES is
-   * reached first (estimated from the entries' size now).
+   * Backpressure on publishers. The stream is also every reader's buffer: publishers that
+   * outrun this instance's reader (a busy process, a slow loop) would have entries trimmed
+   * before it reads them, a gap that ends every stream here. So a publish that would put the
+   * reader more than half the stream behind (counting what is in flight) first waits for it to
+   * catch up; past REDIS_LAG_WAIT_MS it is refused (503, nothing stored). "The stream" is what
+   * its bounds keep: HISTORY_SIZE entries, or fewer when HISTORY_MAX_BYTES comes first (estimated
+   * from the entries' size at the last publish). This paces the publishers of this instance
+   * only; the others' publishes count as this instance learns of them, at its next answer.
    */
-  async #keepPace(added: number, length: number, bytes: number): Promise<void> {
-    if (this.#lagWaitMs === 0 || !(added > 0) || !this.#stream.reading) return
-    const byBytes = bytes > 0 ? Math.floor((length * this.#maxBytes) / bytes) : Infinity
-    const allowed = Math.floor(Math.min(this.#maxLength, byBytes) / 2)
-    if (added - this.#stream.ordinal <= allowed) return
+  async #room(n: number): Promise<boolean> {
+    if (this.#lagWaitMs === 0 || n === 0 || !this.#stream.reading) return true
+    const known = this.#lastAdded + this.#inFlight
+    // A batch larger than half the stream goes once the reader has read everything before it.
+    const target = Math.min(known, known + n - this.#allowed)
+    if (this.#stream.ordinal >= target) return true
     this.#paced++
     if (this.#pacing++ === 0) {
       this.#log.warn(
-        { behind: added - this.#stream.ordinal, length },
+        { behind: known - this.#stream.ordinal, allowed: this.#allowed },
         "this instance's reader is more than half the Redis stream behind: publishes wait for it",
       )
     }
     try {
-      await this.#stream.waitFor(added - allowed, this.#lagWaitMs)
+      await this.#stream.waitFor(target, this.#lagWaitMs)
     } finally {
       this.#pacing--
     }
+    return this.#stream.ordinal >= target
+  }
+
+  /** What an answer says of the stream: how many entries it ever had, how many it has, their bytes. */
+  #learn(added: number, length: number, bytes: number): void {
+    if (!(added > 0)) return
+    this.#lastAdded = added
+    const byBytes = bytes > 0 ? Math.floor((length * this.#maxBytes) / bytes) : Number.POSITIVE_INFINITY
+    this.#allowed = Math.max(1, Math.floor(Math.min(this.#maxLength, byBytes) / 2))
   }
 
   #unavailable(): Error {

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import { type DisconnectReason, SseClient, type SseSink } from './client.js'
-import { compareEventIds, createEventIdGenerator, type EventIdGenerator } from './event-id.js'
+import { createEventIdGenerator, type EventIdGenerator } from './event-id.js'
 import { deliverTo, Fanout } from './fanout.js'
 import { encodeFrame, isValidEventId } from './frame.js'
-import type { EventHistory, ReplayWindow, StoredEvent } from './history.js'
-import { ConnectionIndexes } from './indexes.js'
+import type { ReplayWindow, StoredEvent } from './history.js'
 import { deadlineOf, goodbyeFrame, Timers } from './lifecycle.js'
-import { connectedFrame, replayFor } from './replay.js'
+import { ConnectionRegistry } from './registry.js'
+import { writeStart } from './replay.js'
 import { type EventTarget, isEntitled } from './target.js'
 import { planSubscriptions } from './topics.js'
 import type {
@@ -15,7 +15,6 @@ import type {
   PublishResult,
   SseManagerHooks,
   SseManagerOptions,
-  SseStats,
   SubscriptionChange,
 } from './types.js'
 
@@ -23,45 +22,34 @@ export type * from './types.js'
 
 const kClient = Symbol('sse.client')
 type TaggedSink = SseSink & { [kClient]?: SseClient }
-const TOP = 100
 
 /**
  * The registry of open streams. Clients are indexed by id, by user and by topic, so that
  * targeted sends touch only their recipients; each event is encoded once and the fan-out
  * queues the same bytes to every recipient, written once per turn per client.
  */
-export class SseManager {
-  readonly instanceId: string
-  readonly startedAt: number
-  readonly #indexes = new ConnectionIndexes()
+export class SseManager extends ConnectionRegistry {
   readonly #fanout: Fanout
   readonly #timers: Timers
   readonly #ids: EventIdGenerator
   readonly #retryMs: number
   readonly #lifetimeMs: number
   readonly #replayMaxBytes: number
-  readonly #history: EventHistory | undefined
   readonly #hooks: SseManagerHooks
-  readonly #now: () => number
   readonly #onSinkClose: (this: TaggedSink) => void
-  #eventsPublished = 0
-  #eventsDelivered = 0
-  #slowClientsDisconnected = 0
   #closing = false
 
   constructor(options: SseManagerOptions) {
-    this.#now = options.now ?? Date.now
-    this.#ids = options.ids ?? createEventIdGenerator(this.#now)
-    this.instanceId = options.instanceId ?? randomUUID()
+    const now = options.now ?? Date.now
+    super(options.instanceId ?? randomUUID(), now, options.history)
+    this.#ids = options.ids ?? createEventIdGenerator(now)
     this.#retryMs = options.retryMs
     this.#lifetimeMs = options.maxConnectionLifetimeMs ?? 0
     this.#replayMaxBytes = options.replayMaxBytes ?? Number.POSITIVE_INFINITY
-    this.#history = options.history
     this.#hooks = options.hooks ?? {}
-    this.startedAt = this.#now()
     this.#fanout = new Fanout({
       maxBufferedBytes: options.maxBufferedBytes,
-      clients: this.#indexes.clients,
+      clients: this.indexes.clients,
       onSlow: (client) => this.#dropSlow(client),
       onFlush: this.#hooks.onFlush,
     })
@@ -80,42 +68,8 @@ export class SseManager {
     }
   }
 
-  get size(): number {
-    return this.#indexes.clients.size
-  }
-
-  /** How many topics have subscribers here. */
-  get topicCount(): number {
-    return this.#indexes.byTopic.size
-  }
-
   get closing(): boolean {
     return this.#closing
-  }
-
-  get history(): EventHistory | undefined {
-    return this.#history
-  }
-
-  getClient(id: string): SseClient | undefined {
-    return this.#indexes.clients.get(id)
-  }
-
-  /** The open connections of a user here. */
-  clientsOf(userId: string): ReadonlySet<SseClient> {
-    return this.#indexes.byUser.get(userId) ?? new Set()
-  }
-
-  userConnectionCount(userId: string): number {
-    return this.#indexes.byUser.count(userId)
-  }
-
-  anonymousConnectionCount(ip: string): number {
-    return this.#indexes.anonymousByIp.count(ip)
-  }
-
-  latestEventId(): string | null {
-    return this.#history?.latestId() ?? null
   }
 
   /**
@@ -125,7 +79,7 @@ export class SseManager {
    * and written after the replay, each exactly once.
    */
   connect(sink: SseSink, options: ConnectOptions): SseClient {
-    const now = this.#now()
+    const now = this.now()
     const { expiresAt, reason } = deadlineOf(now, this.#lifetimeMs, options.tokenExpiresAt)
     const client = new SseClient(sink, {
       userId: options.userId,
@@ -145,7 +99,7 @@ export class SseManager {
     sink.on('error', this.#onSinkClose)
 
     const lastEventId = options.lastEventId ?? null
-    if (lastEventId === null || this.#history === undefined) {
+    if (lastEventId === null || this.eventHistory === undefined) {
       this.#start(client, lastEventId, null)
       return client
     }
@@ -154,7 +108,7 @@ export class SseManager {
       entitled: (target: EventTarget) => isEntitled(target, client.id, client.userId, client.topics),
     }
     const window = isValidEventId(lastEventId)
-      ? this.#history.since(lastEventId, limit)
+      ? this.eventHistory.since(lastEventId, limit)
       : { recovered: false, events: [] }
     if (window instanceof Promise) {
       this.#fanout.hold(client)
@@ -196,7 +150,7 @@ export class SseManager {
     message: string,
     type: NotificationType = 'info',
   ): PublishResult {
-    const timestamp = new Date(this.#now()).toISOString()
+    const timestamp = new Date(this.now()).toISOString()
     return this.sendToUsers('notification', { title, message, type, timestamp }, [userId])
   }
 
@@ -206,7 +160,7 @@ export class SseManager {
     event: string,
     data: unknown,
     target: EventTarget,
-    publishedAt = this.#now(),
+    publishedAt = this.now(),
   ): StoredEvent {
     return { id, event, frame: encodeFrame({ id, event, data }), target, publishedAt }
   }
@@ -217,10 +171,10 @@ export class SseManager {
    * history keeps it.
    */
   deliver(stored: StoredEvent, record = true): number {
-    if (record) this.#history?.append(stored)
-    this.#eventsPublished++
-    const delivered = deliverTo(this.#fanout, this.#indexes, stored.target, stored)
-    this.#eventsDelivered += delivered
+    if (record) this.eventHistory?.append(stored)
+    this.eventsPublished++
+    const delivered = deliverTo(this.#fanout, this.indexes, stored.target, stored)
+    this.eventsDelivered += delivered
     this.#hooks.onDeliver?.(stored, delivered)
     return delivered
   }
@@ -238,8 +192,8 @@ export class SseManager {
     const plan = planSubscriptions(client.topics, add, remove)
     if (plan.topics.length > maxTopics) return null
     if (client.closed || (plan.added.length === 0 && plan.removed.length === 0)) return plan
-    for (const topic of plan.removed) this.#indexes.byTopic.remove(topic, client)
-    for (const topic of plan.added) this.#indexes.byTopic.add(topic, client)
+    for (const topic of plan.removed) this.indexes.byTopic.remove(topic, client)
+    for (const topic of plan.added) this.indexes.byTopic.add(topic, client)
     client.topics = [...plan.topics]
     const frame = encodeFrame({ event: 'subscriptions', data: plan })
     this.#fanout.enqueueFrame(client, frame)
@@ -249,20 +203,20 @@ export class SseManager {
 
   /** Sends `event: heartbeat` to every client: one frame, one timer for all. */
   heartbeat(): void {
-    if (this.#indexes.clients.size === 0) return
+    if (this.indexes.clients.size === 0) return
     const started = performance.now()
     const frame = encodeFrame({
       event: 'heartbeat',
-      data: { timestamp: new Date(this.#now()).toISOString() },
+      data: { timestamp: new Date(this.now()).toISOString() },
     })
     this.#fanout.broadcastFrame(frame)
-    this.#hooks.onHeartbeat?.(performance.now() - started, this.#indexes.clients.size)
+    this.#hooks.onHeartbeat?.(performance.now() - started, this.indexes.clients.size)
   }
 
   /** Removes clients whose socket can no longer be written. Returns how many were removed. */
   sweep(): number {
     let removed = 0
-    for (const client of this.#indexes.clients.values()) {
+    for (const client of this.indexes.clients.values()) {
       const sink = client.sink
       if (sink.destroyed || sink.writableEnded) {
         this.#remove(client, 'client')
@@ -278,7 +232,7 @@ export class SseManager {
     // What this turn broadcast so far goes first: the goodbye is the last frame.
     if (client.started && client.held === null) this.#fanout.catchUp(client)
     this.#fanout.release(client)
-    client.write(goodbyeFrame(reason, this.#now(), retryMs), 0)
+    client.write(goodbyeFrame(reason, this.now(), retryMs), 0)
     client.flush()
     this.#remove(client, reason)
     client.sink.end()
@@ -286,7 +240,7 @@ export class SseManager {
 
   /** Ends every stream with `event: disconnected`; returns how many were open. */
   disconnectAll(reason: DisconnectReason = 'server_disconnect'): number {
-    const clients = [...this.#indexes.clients.values()]
+    const clients = [...this.indexes.clients.values()]
     for (const client of clients) this.disconnect(client, reason)
     return clients.length
   }
@@ -299,7 +253,7 @@ export class SseManager {
   shutdown(): number {
     this.#closing = true
     this.#fanout.flushAll()
-    const clients = [...this.#indexes.clients.values()]
+    const clients = [...this.indexes.clients.values()]
     const base = this.#retryMs
     for (const client of clients) {
       this.disconnect(client, 'server_shutdown', base + Math.floor(Math.random() * base * 2))
@@ -313,42 +267,8 @@ export class SseManager {
     this.#timers.close()
   }
 
-  stats(): SseStats {
-    const now = this.#now()
-    return {
-      totalConnections: this.#indexes.clients.size,
-      authenticatedConnections: this.#indexes.authenticated,
-      anonymousConnections: this.#indexes.clients.size - this.#indexes.authenticated,
-      uniqueUsers: this.#indexes.byUser.size,
-      users: this.#indexes.byUser.top(TOP).map(({ key, connections }) => ({ userId: key, connections })),
-      topics: this.#indexes.byTopic.size,
-      topTopics: this.#indexes.byTopic.top(TOP).map(({ key, connections }) => ({ topic: key, connections })),
-      eventsPublished: this.#eventsPublished,
-      eventsDelivered: this.#eventsDelivered,
-      slowClientsDisconnected: this.#slowClientsDisconnected,
-      uptimeSeconds: Math.floor((now - this.startedAt) / 1000),
-      instanceId: this.instanceId,
-      startedAt: new Date(this.startedAt).toISOString(),
-    }
-  }
-
-  /** Who is subscribed to `topic` here: every user's connection count (not only the top). */
-  presence(topic: string): { connections: number; anonymous: number; users: Map<string, number> } {
-    return this.#indexes.presence(topic)
-  }
-
-  /** The ids of the users with open streams here (for cluster-wide stats). */
-  userIds(): IterableIterator<string> {
-    return this.#indexes.byUser.keys()
-  }
-
-  /** How many of this user's connections here are subscribed to `topic`. */
-  userTopicCount(userId: string, topic: string): number {
-    return this.#indexes.userTopicCount(userId, topic)
-  }
-
   #register(client: SseClient): void {
-    this.#indexes.add(client)
+    this.indexes.add(client)
     this.#fanout.joined(client)
     if (client.expiresAt > 0) this.#timers.expiringAdded()
   }
@@ -357,16 +277,13 @@ export class SseManager {
     if (client.closed) return
     const held = client.held
     this.#fanout.release(client)
-    const replay = replayFor(client, window, this.#replayMaxBytes)
-    const latest = this.latestEventId()
-    const { frame, info } = connectedFrame(client, replay, requestedId, latest, this.#retryMs, this.#now())
-    client.write(frame, 1)
-    client.started = true
-    for (const replayed of replay.frames) client.write(replayed)
-    const after = replay.lastReplayed
-    for (const event of held ?? []) {
-      if (after === null || compareEventIds(event.id, after) > 0) client.write(event.frame)
-    }
+    const info = writeStart(client, held, window, {
+      requestedId,
+      latestId: this.latestEventId(),
+      retryMs: this.#retryMs,
+      now: this.now(),
+      maxBytes: this.#replayMaxBytes,
+    })
     // First bytes go out now, not on the next turn; a replay is judged by how fast it drains.
     this.#fanout.flushClient(client)
     this.#hooks.onConnect?.(client, info)
@@ -374,22 +291,22 @@ export class SseManager {
 
   #dropSlow(client: SseClient): void {
     if (client.closed) return
-    this.#slowClientsDisconnected++
+    this.slowClientsDisconnected++
     this.#remove(client, 'slow')
     // A client that cannot keep up gets no goodbye: it would not read it.
     client.sink.destroy()
   }
 
   #expire(): void {
-    const now = this.#now()
-    for (const client of this.#indexes.clients.values()) {
+    const now = this.now()
+    for (const client of this.indexes.clients.values()) {
       if (client.expiresAt > 0 && client.expiresAt <= now) this.disconnect(client, client.expiryReason)
     }
   }
 
   #remove(client: SseClient, reason: DisconnectReason): void {
     if (!client.markClosed()) return
-    this.#indexes.remove(client)
+    this.indexes.remove(client)
     this.#fanout.forget(client)
     if (client.expiresAt > 0) this.#timers.expiringRemoved()
     const tagged = client.sink as TaggedSink

@@ -1,6 +1,7 @@
 import type { SseClient } from './client.js'
+import { compareEventIds } from './event-id.js'
 import { encodeFrameText, isValidEventId } from './frame.js'
-import type { ReplayWindow } from './history.js'
+import type { ReplayWindow, StoredEvent } from './history.js'
 import { isEntitled } from './target.js'
 import type { ConnectInfo } from './types.js'
 
@@ -62,4 +63,37 @@ export function connectedFrame(
   })
   const info = { requestedLastEventId: requestedId, lastEventId: latest, recovered, replayed }
   return { frame: Buffer.from(text, 'utf8'), info }
+}
+
+export interface StartOptions {
+  requestedId: string | null
+  latestId: string | null
+  retryMs: number
+  now: number
+  /** REPLAY_MAX_BYTES: a larger replay is none at all (`recovered: false`). */
+  maxBytes: number
+}
+
+/**
+ * Queues the first frames of a stream: `connected`, the events it missed, then those published
+ * while its replay was being read (`held`), each exactly once: a held event the replay already
+ * carried is skipped.
+ */
+export function writeStart(
+  client: SseClient,
+  held: readonly StoredEvent[] | null,
+  window: ReplayWindow | null,
+  options: StartOptions,
+): ConnectInfo {
+  const replay = replayFor(client, window, options.maxBytes)
+  const { requestedId, latestId, retryMs, now } = options
+  const { frame, info } = connectedFrame(client, replay, requestedId, latestId, retryMs, now)
+  client.write(frame, 1)
+  client.started = true
+  for (const replayed of replay.frames) client.write(replayed)
+  const after = replay.lastReplayed
+  for (const event of held ?? []) {
+    if (after === null || compareEventIds(event.id, after) > 0) client.write(event.frame)
+  }
+  return info
 }

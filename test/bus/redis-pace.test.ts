@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import type { BusEvent } from '../../src/bus/bus.js'
 import { RedisBus } from '../../src/bus/redis-bus.js'
+import { eventsKey } from '../../src/bus/redis-entries.js'
 import { eventually, sleep } from '../helper.js'
 import { RedisProxy } from './proxy.js'
 import { connections, skipWithoutRedis, TEST_REDIS_URL, uniquePrefix } from './redis.js'
@@ -22,22 +23,24 @@ async function setup(t: Test, lagWaitMs: number, maxBytes?: number) {
   const proxy = await RedisProxy.start(t, Number(new URL(TEST_REDIS_URL).port || 6379))
   const direct = await connections(t)
   const proxied = await connections(t, proxy.url)
+  const prefix = uniquePrefix(t)
   // The smallest stream there is: 1,000 entries.
   const bus = new RedisBus({
     commands: direct.commands,
     reader: proxied.reader,
-    prefix: uniquePrefix(t),
+    prefix,
     maxLength: 0,
     ...(maxBytes === undefined ? {} : { maxBytes }),
     lagWaitMs,
     blockMs: 200,
   })
   t.teardown(() => bus.close())
+  const key = eventsKey(prefix)
   const got: BusEvent[] = []
   await bus.subscribe((event) => got.push(event))
   const first = await bus.publish(message(0))
   t.ok(await eventually(() => got.some((e) => e.id === first)), 'the reader reads')
-  return { proxy, bus, got }
+  return { proxy, bus, got, key, direct }
 }
 
 /** Resolves with whether `promise` settled within `ms`. */
@@ -129,3 +132,54 @@ t.test('the byte bound counts too: paced at half of what HISTORY_MAX_BYTES keeps
   )
   t.equal(bus.gaps, 0, 'no gap')
 })
+
+t.test(
+  'a reader stalled past REDIS_LAG_WAIT_MS: the publish is refused, nothing stored',
+  { skip },
+  async (t) => {
+    const { proxy, bus, key, direct } = await setup(t, 400)
+    proxy.stall()
+    for (let b = 0; b < 5; b++) await bus.publishMany(Array.from({ length: 100 }, (_, i) => message(i)))
+    const before = await direct.commands.xLen(key)
+    const started = Date.now()
+    const outcome = await bus.publishMany(Array.from({ length: 100 }, (_, i) => message(i)))
+    t.ok(Date.now() - started >= 350, 'it waited for the reader first')
+    t.ok(
+      outcome.every((r) => r instanceof Error && (r as { code?: string }).code === 'SSE_ERR_BUS_BACKLOG'),
+      'then every event of it was refused with SSE_ERR_BUS_BACKLOG',
+    )
+    t.match(String(outcome[0]), /REDIS_LAG_WAIT_MS/, 'saying why')
+    t.equal(await direct.commands.xLen(key), before, 'nothing was stored')
+    t.equal(bus.refused.backlog, 100, 'counted as refused (backlog)')
+    proxy.resume()
+    t.ok(
+      await eventually(async () => typeof (await bus.publish(message(1))) === 'string'),
+      'once the reader is back, publishes are accepted again',
+    )
+  },
+)
+
+t.test(
+  'a batch larger than half the stream still goes once the reader has read what came before',
+  { skip },
+  async (t) => {
+    const { bus, got } = await setup(t, 2_000)
+    const ids: string[] = []
+    for (let b = 0; b < 3; b++) {
+      const outcome = await bus.publishMany(Array.from({ length: 800 }, (_, i) => message(b * 800 + i)))
+      t.ok(
+        outcome.every((r) => typeof r === 'string'),
+        `batch ${b + 1} of 800 (the stream keeps 1,000) accepted`,
+      )
+      ids.push(...(outcome as string[]))
+    }
+    const last = ids[ids.length - 1]
+    t.ok(await eventually(() => got.some((e) => e.id === last)), 'the reader got to the last event')
+    t.same(
+      got.slice(1).map((e) => e.id),
+      ids,
+      'all 2,400 read once, in order',
+    )
+    t.equal(bus.refused.backlog, 0, 'none refused')
+  },
+)
