@@ -74,6 +74,8 @@ export interface Refusals {
 }
 
 const READER_BEHIND = "for this instance's reader, more than half the Redis stream behind: REDIS_LAG_WAIT_MS"
+/** Waiting publishes are logged at most this often. */
+const PACE_LOG_MS = 10_000
 const STORED_UNCONFIRMED = 'it was stored and may still be delivered; retry with the same Idempotency-Key'
 
 /**
@@ -99,9 +101,10 @@ export class RedisBus implements Bus {
   readonly #log: BusLogger
   readonly #refused: Refusals = { unavailable: 0, backlog: 0, replicas: 0 }
   #pendingBytes = 0
-  /** Publishes that waited for this instance's reader, and whether one is waiting now (logged once). */
+  /** Publishes that waited for this instance's reader; when that was last logged, and the count then. */
   #paced = 0
-  #pacing = 0
+  #pacedLoggedAt = 0
+  #pacedAtLog = 0
   /** The stream's `entries-added` at the last answer, what this instance has in flight, half the stream. */
   #lastAdded = 0
   #inFlight = 0
@@ -336,17 +339,21 @@ export class RedisBus implements Bus {
     const target = Math.min(known, known + n - this.#allowed)
     if (this.#stream.ordinal >= target) return true
     this.#paced++
-    if (this.#pacing++ === 0) {
+    // Once per PACE_LOG_MS at most, however many publishes wait: the metric counts each.
+    const now = Date.now()
+    if (now - this.#pacedLoggedAt >= PACE_LOG_MS) {
       this.#log.warn(
-        { behind: known - this.#stream.ordinal, allowed: this.#allowed },
+        {
+          behind: known - this.#stream.ordinal,
+          allowed: this.#allowed,
+          paced: this.#paced - this.#pacedAtLog,
+        },
         "this instance's reader is more than half the Redis stream behind: publishes wait for it",
       )
+      this.#pacedLoggedAt = now
+      this.#pacedAtLog = this.#paced
     }
-    try {
-      await this.#stream.waitFor(target, this.#lagWaitMs)
-    } finally {
-      this.#pacing--
-    }
+    await this.#stream.waitFor(target, this.#lagWaitMs)
     return this.#stream.ordinal >= target
   }
 
