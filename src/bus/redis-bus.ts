@@ -107,6 +107,8 @@ export class RedisBus implements Bus {
   #pacedAtLog = 0
   /** The stream's `entries-added` at the last answer, what this instance has in flight, half the stream. */
   #lastAdded = 0
+  /** The reader's epoch when `#lastAdded` was learnt: a count from before a failover means nothing now. */
+  #lastAddedEpoch = -1
   #inFlight = 0
   #allowed: number
   /** Scripts sent on the publisher connection, and the newest WAIT with how many it covers. */
@@ -334,7 +336,8 @@ export class RedisBus implements Bus {
    */
   async #room(n: number): Promise<boolean> {
     if (this.#lagWaitMs === 0 || n === 0 || !this.#stream.reading) return true
-    const known = this.#lastAdded + this.#inFlight
+    const base = this.#lastAddedEpoch === this.#stream.epoch ? this.#lastAdded : this.#stream.ordinal
+    const known = base + this.#inFlight
     // A batch larger than half the stream goes once the reader has read everything before it.
     const target = Math.min(known, known + n - this.#allowed)
     if (this.#stream.ordinal >= target) return true
@@ -361,6 +364,7 @@ export class RedisBus implements Bus {
   #learn(added: number, length: number, bytes: number): void {
     if (!(added > 0)) return
     this.#lastAdded = added
+    this.#lastAddedEpoch = this.#stream.epoch
     const byBytes = bytes > 0 ? Math.floor((length * this.#maxBytes) / bytes) : Number.POSITIVE_INFINITY
     this.#allowed = Math.max(1, Math.floor(Math.min(this.#maxLength, byBytes) / 2))
   }

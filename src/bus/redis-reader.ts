@@ -46,6 +46,8 @@ export class StreamReader {
   #lastId: string | null = null
   /** How many entries the stream had received up to `#lastId` (its `entries-added` then). */
   #ordinal = 0
+  /** Counts the times `#ordinal` was set anew (a start, a stream that lost its end): counts of different epochs do not compare. */
+  #epoch = 0
   #gaps = 0
   #loop: Promise<void> | undefined
   #lastError: string | null = null
@@ -82,6 +84,11 @@ export class StreamReader {
 
   get lastError(): string | null {
     return this.#lastError
+  }
+
+  /** Changes whenever `ordinal` is counted anew (a start, a failover that lost the stream's end). */
+  get epoch(): number {
+    return this.#epoch
   }
 
   /** How many entries the stream had received up to the last one this reader delivered. */
@@ -150,6 +157,7 @@ export class StreamReader {
   async #tail(): Promise<void> {
     const [id, added] = (await runScript(this.#reader, TAIL, [this.#key], [])) as [string, number]
     this.#ordinal = Number(added)
+    this.#epoch++
     this.#lastId = id
   }
 
@@ -220,6 +228,7 @@ export class StreamReader {
       )
       this.#lastId = generated
       this.#ordinal = added
+      this.#epoch++
       // The counts before and after the loss do not compare: nobody waits on the old ones.
       this.#wake(true)
       return
