@@ -280,10 +280,10 @@ export class RedisBus implements Bus {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE('nothing was stored'))
       }
       const ids = a.split(',')
+      this.#learn(Number(b), Number(c), Number(d))
       if (this.#waitReplicas > 0 && !(await this.#replicated(seq, once))) {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
       }
-      this.#learn(Number(b), Number(c), Number(d))
       return { kind: 'published', ids }
     } finally {
       this.#pendingBytes -= bytes
