@@ -228,6 +228,7 @@ export const authPlugin = fp<{ jwt: JwtConfig; verifyCacheSize?: number }>(
     app.decorateRequest('auth', null)
     app.decorate('authCookie', cookieName)
 
+    const identities = new WeakMap<Payload, AuthInfo>()
     app.decorate('authenticate', async (request: FastifyRequest, options?: AuthenticateOptions) => {
       const token = tokenOf(request, options)
       if (token === undefined) return null
@@ -242,10 +243,14 @@ export const authPlugin = fp<{ jwt: JwtConfig; verifyCacheSize?: number }>(
         }
         throw err
       }
-      const identity = identityOf(payload, claims)
-      const info: AuthInfo = {
-        ...identity,
-        expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : 0,
+      // A cached verification hands back the same payload: its identity is read once too.
+      let info = identities.get(payload)
+      if (info === undefined) {
+        info = Object.freeze({
+          ...identityOf(payload, claims),
+          expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : 0,
+        })
+        identities.set(payload, info)
       }
       request.auth = info
       return info

@@ -36,3 +36,17 @@ t.test('exact text only: a token differing in one byte is another key', async (t
   t.equal(cache.get('header.payload.signaturf', 1), undefined)
   t.equal(cache.get('header.payload.signatur', 1), undefined)
 })
+
+t.test('the token asked for last follows the same rules', async (t) => {
+  const cache = new VerifiedTokens<string>(2, 60_000)
+  cache.set('a', 'A', 1_000, 0)
+  t.equal(cache.get('a', 999), 'A', 'asked again: found')
+  t.equal(cache.get('a', 1_000), undefined, 'asked again at its exp: gone')
+  t.equal(cache.size, 0, 'and dropped')
+  cache.set('b', 'B', undefined, 0)
+  t.equal(cache.get('b', 1), 'B')
+  cache.set('c', 'C', undefined, 1)
+  cache.set('d', 'D', undefined, 1)
+  t.equal(cache.get('b', 2), undefined, 'the oldest, evicted, is not found')
+  t.same([cache.get('c', 2), cache.get('d', 2)], ['C', 'D'], 'the two newest stay')
+})
