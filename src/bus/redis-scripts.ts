@@ -24,6 +24,20 @@ const NOW_MS = `local function nowMs()
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end`
 
+/** What XINFO STREAM says of a stream that exists: its first and last ids, entries ever added, length. */
+const STREAM_INFO = `local function streamInfo(key)
+  local info = redis.call('XINFO', 'STREAM', key)
+  local first, last, added, len = '0-0', '0-0', 0, 0
+  for i = 1, #info, 2 do
+    local name = info[i]
+    if name == 'recorded-first-entry-id' then first = info[i + 1]
+    elseif name == 'last-generated-id' then last = info[i + 1]
+    elseif name == 'entries-added' then added = info[i + 1]
+    elseif name == 'length' then len = info[i + 1] end
+  end
+  return first, last, added, len
+end`
+
 /**
  * Appends entries and keeps the stream within its bounds.
  *
@@ -40,6 +54,7 @@ end`
  */
 export const APPEND = `${BEFORE}
 ${NOW_MS}
+${STREAM_INFO}
 local stream, counter, record = KEYS[1], KEYS[2], KEYS[3]
 local maxLen, maxBytes, minId = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local minReplicas, maxLag, overhead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -127,23 +142,10 @@ if record and n > 0 then
 end
 -- What a publisher needs to tell how far its instance's reader is behind.
 if n == 0 then return {'ok', ''} end
-local total = 0
-local info = redis.call('XINFO', 'STREAM', stream)
-for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then total = info[i + 1] break end
-end
-return {'ok', table.concat(ids, ','), tostring(total), tostring(redis.call('XLEN', stream)), tostring(kept)}`
+local _, _, total, length = streamInfo(stream)
+return {'ok', table.concat(ids, ','), tostring(total), tostring(length), tostring(kept)}`
 
-/** Reads what XINFO STREAM says about the stream into locals: first, last, added, len. */
-const STREAM_INFO = `local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local first, last, added, len = '0-0', '0-0', 0, 0
-for i = 1, #info, 2 do
-  local name = info[i]
-  if name == 'recorded-first-entry-id' then first = info[i + 1]
-  elseif name == 'last-generated-id' then last = info[i + 1]
-  elseif name == 'entries-added' then added = info[i + 1]
-  elseif name == 'length' then len = info[i + 1] end
-end`
+
 
 /**
  * One read of the stream after `lastId`, with what tells whether entries after it were lost:
@@ -156,6 +158,7 @@ end`
  */
 export const READ = `if redis.call('EXISTS', KEYS[1]) == 0 then return {'', '', 0, 0, {}} end
 ${STREAM_INFO}
+local first, last, added, len = streamInfo(KEYS[1])
 local out, bytes, cursor = {}, 0, '(' .. ARGV[1]
 local count, maxBytes = tonumber(ARGV[2]), tonumber(ARGV[3])
 while #out < count and bytes < maxBytes do
@@ -174,6 +177,7 @@ return {first, last, added, len, out}`
 /** Where a new reader starts. KEYS: stream. Returns {newest entry id or '0-0', entriesAdded}. */
 export const TAIL = `if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', 0} end
 ${STREAM_INFO}
+local _, _, added = streamInfo(KEYS[1])
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 return {newest[1] and newest[1][1] or '0-0', added}`
 
