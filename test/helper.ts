@@ -93,9 +93,8 @@ export interface ParsedEvent {
   json: unknown
 }
 
-export interface Stream {
-  status: number
-  headers: Record<string, string | string[] | undefined>
+/** The events of one stream as they arrive, and ways to wait for them (HTTP/1.1 and HTTP/2 alike). */
+export interface EventLog {
   events: ParsedEvent[]
   /** Raw text received so far. */
   text: string
@@ -106,6 +105,83 @@ export interface Stream {
   waitForCount(event: string, count: number, timeoutMs?: number): Promise<ParsedEvent[]>
   waitForEnd(timeoutMs?: number): Promise<void>
   named(event: string): ParsedEvent[]
+}
+
+/** An EventLog fed with the stream's text (`feed`) and told when it ends (`end`). */
+export function eventLog(): EventLog & { feed(text: string): void; end(): void } {
+  const listeners = new Set<() => void>()
+  const notify = () => {
+    for (const l of listeners) l()
+  }
+  const parser = createParser({
+    onEvent(message: EventSourceMessage) {
+      let json: unknown
+      try {
+        json = JSON.parse(message.data)
+      } catch {
+        json = undefined
+      }
+      log.events.push({ event: message.event ?? 'message', id: message.id, data: message.data, json })
+      notify()
+    },
+  })
+  function waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const now = check()
+      if (now !== undefined) return resolve(now)
+      const timer = setTimeout(() => {
+        listeners.delete(listener)
+        reject(
+          new Error(`timed out waiting for ${what}; got ${JSON.stringify(log.events.map((e) => e.event))}`),
+        )
+      }, timeoutMs)
+      const listener = () => {
+        const value = check()
+        if (value !== undefined) {
+          clearTimeout(timer)
+          listeners.delete(listener)
+          resolve(value)
+        }
+      }
+      listeners.add(listener)
+    })
+  }
+  const log = {
+    events: [] as ParsedEvent[],
+    text: '',
+    ended: false,
+    named: (event: string) => log.events.filter((e) => e.event === event),
+    waitFor(predicate: (e: ParsedEvent) => boolean, timeoutMs = 5000) {
+      return waitUntil(() => log.events.find(predicate), timeoutMs, 'event')
+    },
+    waitForCount(event: string, count: number, timeoutMs = 5000) {
+      return waitUntil(
+        () => {
+          const found = log.named(event)
+          return found.length >= count ? found : undefined
+        },
+        timeoutMs,
+        `${count} ${event} events`,
+      )
+    },
+    waitForEnd(timeoutMs = 5000) {
+      return waitUntil(() => (log.ended ? true : undefined), timeoutMs, 'end').then(() => undefined)
+    },
+    feed(text: string) {
+      log.text += text
+      parser.feed(text)
+    },
+    end() {
+      log.ended = true
+      notify()
+    },
+  }
+  return log
+}
+
+export interface Stream extends EventLog {
+  status: number
+  headers: Record<string, string | string[] | undefined>
   /** JSON body when the answer was not a stream. */
   body: unknown
   close(): void
@@ -124,90 +200,29 @@ export async function openStream(url: string, options: OpenOptions = {}): Promis
   const headers: Record<string, string> = { accept: 'text/event-stream', ...options.headers }
   if (options.token) headers.authorization = `Bearer ${options.token}`
   const res = await request(`${url}/api/sse${qs ? `?${qs}` : ''}`, { headers, signal: controller.signal })
-  const listeners = new Set<() => void>()
-  const notify = () => {
-    for (const l of listeners) l()
-  }
-  const stream: Stream = {
+  const log = eventLog()
+  const stream: Stream = Object.assign(log, {
     status: res.statusCode,
     headers: res.headers,
-    events: [],
-    text: '',
-    ended: false,
-    body: undefined,
-    named: (event) => stream.events.filter((e) => e.event === event),
-    waitFor(predicate, timeoutMs = 5000) {
-      return waitUntil(() => stream.events.find(predicate), timeoutMs, 'event')
-    },
-    waitForCount(event, count, timeoutMs = 5000) {
-      return waitUntil(
-        () => {
-          const found = stream.named(event)
-          return found.length >= count ? found : undefined
-        },
-        timeoutMs,
-        `${count} ${event} events`,
-      )
-    },
-    waitForEnd(timeoutMs = 5000) {
-      return waitUntil(() => (stream.ended ? true : undefined), timeoutMs, 'end').then(() => undefined)
-    },
+    body: undefined as unknown,
     close() {
       controller.abort()
     },
-  }
-  function waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const now = check()
-      if (now !== undefined) return resolve(now)
-      const timer = setTimeout(() => {
-        listeners.delete(listener)
-        reject(
-          new Error(
-            `timed out waiting for ${what}; got ${JSON.stringify(stream.events.map((e) => e.event))}`,
-          ),
-        )
-      }, timeoutMs)
-      const listener = () => {
-        const value = check()
-        if (value !== undefined) {
-          clearTimeout(timer)
-          listeners.delete(listener)
-          resolve(value)
-        }
-      }
-      listeners.add(listener)
-    })
-  }
+  })
   if (res.statusCode !== 200) {
     stream.body = await res.body.json().catch(() => undefined)
     stream.ended = true
     return stream
   }
-  const parser = createParser({
-    onEvent(message: EventSourceMessage) {
-      let json: unknown
-      try {
-        json = JSON.parse(message.data)
-      } catch {
-        json = undefined
-      }
-      stream.events.push({ event: message.event ?? 'message', id: message.id, data: message.data, json })
-      notify()
-    },
-  })
   ;(async () => {
     try {
       for await (const chunk of res.body) {
-        const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8')
-        stream.text += text
-        parser.feed(text)
+        log.feed(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'))
       }
     } catch {
       // aborted or reset: the stream is over either way
     }
-    stream.ended = true
-    notify()
+    log.end()
   })()
   return stream
 }

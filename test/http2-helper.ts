@@ -1,16 +1,15 @@
 // HTTP/2 test helpers: a self-signed certificate made here, a TLS app, and an event stream
-// over node:http2 parsed by the same spec-compliant parser as test/helper.ts's openStream.
+// over node:http2 read into the same EventLog as test/helper.ts's openStream.
 import {
   type ClientHttp2Session,
   type ClientHttp2Stream,
   connect,
   type SecureClientSessionOptions,
 } from 'node:http2'
-import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import selfsigned from 'selfsigned'
 import type { Config } from '../src/config.js'
 import type { TlsConfig } from '../src/tls.js'
-import { build, type ParsedEvent, type Served } from './helper.js'
+import { build, type EventLog, eventLog, type Served } from './helper.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -77,20 +76,13 @@ export async function h2Session(
   return session
 }
 
-export interface H2Stream {
+export interface H2Stream extends EventLog {
   req: ClientHttp2Stream
   status: number
   headers: Record<string, string | string[] | number | undefined>
-  events: ParsedEvent[]
-  text: string
-  ended: boolean
   /** The RST_STREAM code the stream was closed with (0 for a normal end). */
   rstCode: number | undefined
   body: unknown
-  named(event: string): ParsedEvent[]
-  waitFor(predicate: (e: ParsedEvent) => boolean, timeoutMs?: number): Promise<ParsedEvent>
-  waitForCount(event: string, count: number, timeoutMs?: number): Promise<ParsedEvent[]>
-  waitForEnd(timeoutMs?: number): Promise<void>
   close(): void
 }
 
@@ -111,79 +103,20 @@ export async function openH2Stream(
     ...options.headers,
   })
   req.on('error', () => {})
-  const listeners = new Set<() => void>()
-  const notify = () => {
-    for (const l of listeners) l()
-  }
-  const stream: H2Stream = {
+  const log = eventLog()
+  const stream: H2Stream = Object.assign(log, {
     req,
     status: 0,
-    headers: {},
-    events: [],
-    text: '',
-    ended: false,
-    rstCode: undefined,
-    body: undefined,
-    named: (event) => stream.events.filter((e) => e.event === event),
-    waitFor(predicate, timeoutMs = 5000) {
-      return waitUntil(() => stream.events.find(predicate), timeoutMs, 'event')
-    },
-    waitForCount(event, count, timeoutMs = 5000) {
-      return waitUntil(
-        () => {
-          const found = stream.named(event)
-          return found.length >= count ? found : undefined
-        },
-        timeoutMs,
-        `${count} ${event} events`,
-      )
-    },
-    waitForEnd(timeoutMs = 5000) {
-      return waitUntil(() => (stream.ended ? true : undefined), timeoutMs, 'end').then(() => undefined)
-    },
+    headers: {} as H2Stream['headers'],
+    rstCode: undefined as number | undefined,
+    body: undefined as unknown,
     close() {
       if (!req.closed) req.close()
-    },
-  }
-  function waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const now = check()
-      if (now !== undefined) return resolve(now)
-      const timer = setTimeout(() => {
-        listeners.delete(listener)
-        reject(
-          new Error(
-            `timed out waiting for ${what}; got ${JSON.stringify(stream.events.map((e) => e.event))}`,
-          ),
-        )
-      }, timeoutMs)
-      const listener = () => {
-        const value = check()
-        if (value !== undefined) {
-          clearTimeout(timer)
-          listeners.delete(listener)
-          resolve(value)
-        }
-      }
-      listeners.add(listener)
-    })
-  }
-  const parser = createParser({
-    onEvent(message: EventSourceMessage) {
-      let json: unknown
-      try {
-        json = JSON.parse(message.data)
-      } catch {
-        json = undefined
-      }
-      stream.events.push({ event: message.event ?? 'message', id: message.id, data: message.data, json })
-      notify()
     },
   })
   req.on('close', () => {
     stream.rstCode = req.rstCode
-    stream.ended = true
-    notify()
+    log.end()
   })
   await new Promise<void>((resolve, reject) => {
     req.once('response', (headers) => {
@@ -205,9 +138,6 @@ export async function openH2Stream(
     return stream
   }
   req.setEncoding('utf8')
-  req.on('data', (chunk: string) => {
-    stream.text += chunk
-    parser.feed(chunk)
-  })
+  req.on('data', (chunk: string) => log.feed(chunk))
   return stream
 }
