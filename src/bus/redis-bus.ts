@@ -248,8 +248,8 @@ export class RedisBus implements Bus {
     if (!(await this.#room(n))) {
       return refuse('backlog', () => new errors.SSE_ERR_BUS_BACKLOG(READER_BEHIND))
     }
+    // `#room` counted these events in flight; the script's answer ends that.
     this.#pendingBytes += bytes
-    this.#inFlight += n
     try {
       const keys = once === null ? [this.#key, this.#bytesKey] : [this.#key, this.#bytesKey, once.key]
       let reply: string[]
@@ -262,6 +262,8 @@ export class RedisBus implements Bus {
         // The detail is for the operator; the publisher learns only that Redis is unavailable.
         this.#log.warn({ err }, 'a publish failed in redis')
         return refuse('unavailable', () => this.#unavailable())
+      } finally {
+        this.#inFlight -= n
       }
       const [status, a = '', b = '', c = '', d = '0'] = reply
       if (status === 'mismatch') return { kind: 'mismatch' }
@@ -287,7 +289,6 @@ export class RedisBus implements Bus {
       return { kind: 'published', ids }
     } finally {
       this.#pendingBytes -= bytes
-      this.#inFlight -= n
     }
   }
 
@@ -335,29 +336,48 @@ export class RedisBus implements Bus {
    * only; the others' publishes count as this instance learns of them, at its next answer.
    */
   async #room(n: number): Promise<boolean> {
-    if (this.#lagWaitMs === 0 || n === 0 || !this.#stream.reading) return true
+    const deadline = Date.now() + this.#lagWaitMs
+    let waited = false
+    for (;;) {
+      const epoch = this.#stream.epoch
+      const target = this.#target(n)
+      if (target === null || this.#stream.ordinal >= target) {
+        // Counted at once, so that publishes woken together do not all pass on the same count.
+        this.#inFlight += n
+        return true
+      }
+      const left = deadline - Date.now()
+      if (left <= 0) return false
+      if (!waited) {
+        waited = true
+        this.#paced++
+        this.#logPacing(target)
+      }
+      await this.#stream.waitFor(target, left)
+      // The reader started counting anew (a failover): the old target means nothing; look again.
+      if (this.#stream.epoch !== epoch) continue
+    }
+  }
+
+  /** The entry the reader must have delivered before `n` more may go; null when nothing holds them back. */
+  #target(n: number): number | null {
+    if (this.#lagWaitMs === 0 || n === 0 || !this.#stream.reading) return null
     const base = this.#lastAddedEpoch === this.#stream.epoch ? this.#lastAdded : this.#stream.ordinal
     const known = base + this.#inFlight
     // A batch larger than half the stream goes once the reader has read everything before it.
-    const target = Math.min(known, known + n - this.#allowed)
-    if (this.#stream.ordinal >= target) return true
-    this.#paced++
-    // Once per PACE_LOG_MS at most, however many publishes wait: the metric counts each.
+    return Math.min(known, known + n - this.#allowed)
+  }
+
+  /** Once per PACE_LOG_MS at most, however many publishes wait: the metric counts each. */
+  #logPacing(target: number): void {
     const now = Date.now()
-    if (now - this.#pacedLoggedAt >= PACE_LOG_MS) {
-      this.#log.warn(
-        {
-          behind: known - this.#stream.ordinal,
-          allowed: this.#allowed,
-          paced: this.#paced - this.#pacedAtLog,
-        },
-        "this instance's reader is more than half the Redis stream behind: publishes wait for it",
-      )
-      this.#pacedLoggedAt = now
-      this.#pacedAtLog = this.#paced
-    }
-    await this.#stream.waitFor(target, this.#lagWaitMs)
-    return this.#stream.ordinal >= target
+    if (now - this.#pacedLoggedAt < PACE_LOG_MS) return
+    this.#log.warn(
+      { readerAt: this.#stream.ordinal, mustReach: target, paced: this.#paced - this.#pacedAtLog },
+      "this instance's reader is more than half the Redis stream behind: publishes wait for it",
+    )
+    this.#pacedLoggedAt = now
+    this.#pacedAtLog = this.#paced
   }
 
   /** What an answer says of the stream: how many entries it ever had, how many it has, their bytes. */

@@ -242,6 +242,12 @@ export class StreamReader {
       )
       this.#onGap?.(lastId)
     }
+    if (removed < this.#ordinal) {
+      // A stream that counts from less than we had (Redis restarted empty, its new ids past
+      // ours): our counts and its counts do not compare any more.
+      this.#epoch++
+      this.#wake(true)
+    }
     this.#ordinal = removed
   }
 }

@@ -145,8 +145,6 @@ if n == 0 then return {'ok', ''} end
 local _, _, total, length = streamInfo(stream)
 return {'ok', table.concat(ids, ','), tostring(total), tostring(length), tostring(kept)}`
 
-
-
 /**
  * One read of the stream after `lastId`, with what tells whether entries after it were lost:
  * XTRIM leaves no trace of what it removed, so the reader counts entries (`entries-added` minus
