@@ -111,7 +111,7 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
 
   function validate(raw: unknown, index: number): BatchItem {
     if (!checkItem.Check(raw)) {
-      const first = [...checkItem.Errors(raw)].pop()
+      const [first] = checkItem.Errors(raw)
       const where = `events/${index}${first?.instancePath ?? ''}`
       throw new errors.SSE_ERR_INVALID_EVENT(`${where} ${first?.message ?? 'is not a valid event'}`)
     }

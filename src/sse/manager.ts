@@ -233,15 +233,23 @@ export class SseManager extends ConnectionRegistry {
     if (client.started && client.held === null) this.#fanout.catchUp(client)
     this.#fanout.release(client)
     client.write(goodbyeFrame(reason, this.now(), retryMs), 0)
-    client.flush()
+    this.#fanout.flushClient(client)
     this.#remove(client, reason)
     client.sink.end()
   }
 
-  /** Ends every stream with `event: disconnected`; returns how many were open. */
-  disconnectAll(reason: DisconnectReason = 'server_disconnect'): number {
+  /**
+   * Ends every stream with `event: disconnected`; returns how many were open. The turn's
+   * broadcasts go out first, framed once for all, then each goodbye. `retryFor` gives each
+   * client its `retry` hint.
+   */
+  disconnectAll(
+    reason: DisconnectReason = 'server_disconnect',
+    retryFor: () => number | undefined = () => undefined,
+  ): number {
+    this.#fanout.flushAll()
     const clients = [...this.indexes.clients.values()]
-    for (const client of clients) this.disconnect(client, reason)
+    for (const client of clients) this.disconnect(client, reason, retryFor())
     return clients.length
   }
 
@@ -252,14 +260,10 @@ export class SseManager extends ConnectionRegistry {
    */
   shutdown(): number {
     this.#closing = true
-    this.#fanout.flushAll()
-    const clients = [...this.indexes.clients.values()]
     const base = this.#retryMs
-    for (const client of clients) {
-      this.disconnect(client, 'server_shutdown', base + Math.floor(Math.random() * base * 2))
-    }
+    const ended = this.disconnectAll('server_shutdown', () => base + Math.floor(Math.random() * base * 2))
     this.close()
-    return clients.length
+    return ended
   }
 
   /** Stops the timers. Streams left open stay open; call `shutdown()` to end them. */
