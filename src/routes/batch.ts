@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { Type } from 'typebox'
 import { Compile } from 'typebox/compile'
 import type { Config } from '../config.js'
@@ -7,8 +7,7 @@ import { SCOPES } from '../plugins/auth.js'
 import type { BatchItem } from '../plugins/cluster.js'
 import { type Answer, IdempotencyHeaders } from '../plugins/idempotency.js'
 import { errorResponses } from '../schemas.js'
-import { isReservedEvent } from '../sse/frame.js'
-import { nestsDeeperThan, SendBody, SendResult, targetOf } from './send.js'
+import { checkEvent, SendBody, SendResult } from './send.js'
 
 export const MAX_BATCH_EVENTS = 1000
 
@@ -38,11 +37,13 @@ interface Failure {
   message: string
 }
 
-function failureOf(err: unknown): Failure {
+/** An item's error as the answer shows it; one that is not the service's own is logged and said no more of. */
+function failureOf(err: unknown, log: FastifyBaseLogger): Failure {
   const e = err as { statusCode?: number; code?: string; message?: string }
   if (typeof e.code === 'string' && e.code.startsWith('SSE_ERR_') && typeof e.statusCode === 'number') {
     return { statusCode: e.statusCode, code: e.code, message: e.message ?? '' }
   }
+  log.error({ err }, 'a batch event failed')
   const internal = new errors.SSE_ERR_INTERNAL()
   return { statusCode: 500, code: internal.code, message: internal.message }
 }
@@ -84,13 +85,14 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
           accepted.push(validate(raw, i))
           slots.push(i)
         } catch (err) {
-          results[i] = { error: failureOf(err) }
+          results[i] = { error: failureOf(err, request.log) }
         }
       })
       const answerOf = (published: readonly ({ id: string; delivered: number } | Error)[]): Answer => {
         const out = [...results]
         published.forEach((result, j) => {
-          out[slots[j] as number] = result instanceof Error ? { error: failureOf(result) } : result
+          out[slots[j] as number] =
+            result instanceof Error ? { error: failureOf(result, request.log) } : result
         })
         return { statusCode: out.some((r) => 'error' in r) ? 207 : 202, body: { results: out } }
       }
@@ -119,10 +121,7 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
     if (Buffer.byteLength(JSON.stringify(raw)) > config.maxPayloadBytes) {
       throw new errors.SSE_ERR_EVENT_TOO_LARGE(config.maxPayloadBytes)
     }
-    if (isReservedEvent(body.event)) throw new errors.SSE_ERR_RESERVED_EVENT(body.event)
-    const target = targetOf(body)
-    if (nestsDeeperThan(body.data, config.maxDataDepth))
-      throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
+    const target = checkEvent(body, config.maxDataDepth)
     return { event: body.event, data: body.data, target }
   }
 }

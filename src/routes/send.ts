@@ -83,6 +83,17 @@ export function targetOf(
   }
 }
 
+/**
+ * The checks every published event passes after its schema, for `POST /api/sse` and each item
+ * of a batch alike: not a reserved name, one clear target, data no deeper than MAX_DATA_DEPTH.
+ */
+export function checkEvent(body: SendBody, maxDataDepth: number): EventTarget {
+  if (isReservedEvent(body.event)) throw new errors.SSE_ERR_RESERVED_EVENT(body.event)
+  const target = targetOf(body)
+  if (nestsDeeperThan(body.data, maxDataDepth)) throw new errors.SSE_ERR_DATA_TOO_DEEP(maxDataDepth)
+  return target
+}
+
 export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { config }) => {
   app.post(
     '/api/sse',
@@ -102,10 +113,7 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
     },
     async (request, reply) => {
       const body = request.body as SendBody
-      if (isReservedEvent(body.event)) throw new errors.SSE_ERR_RESERVED_EVENT(body.event)
-      const target = targetOf(body)
-      if (nestsDeeperThan(body.data, config.maxDataDepth))
-        throw new errors.SSE_ERR_DATA_TOO_DEEP(config.maxDataDepth)
+      const target = checkEvent(body, config.maxDataDepth)
       // Through the bus: every instance delivers it; 503 when the bus cannot take it. With an
       // Idempotency-Key, a repeat answers the first result and publishes nothing.
       const answer = await app.idempotency.run(request, reply, {
