@@ -39,7 +39,7 @@ export function registerBusMetrics(registry: Registry, app: FastifyInstance): vo
   totalCounter(
     registry,
     'sse_publishes_refused_total',
-    'Events refused with 503, by reason: unavailable (Redis down), backlog (REDIS_MAX_PENDING_BYTES), replicas (REDIS_WAIT_REPLICAS)',
+    'Events refused with 503, by reason: unavailable (Redis down), backlog (REDIS_MAX_PENDING_BYTES, or the reader behind past REDIS_LAG_WAIT_MS), replicas (REDIS_WAIT_REPLICAS)',
     REASONS,
     (): Refusals => {
       const refused = redis()?.refused

@@ -183,7 +183,9 @@ export const metricsPlugin = fp<MetricsPluginOptions>(
           description:
             'Prometheus text format: sse_connections_open{auth}, sse_connects_total{auth}, sse_disconnects_total{reason}, ' +
             'sse_events_published_total, sse_events_delivered_total, sse_bytes_written_total, sse_replayed_events_total, ' +
-            'sse_recovery_failures_total, sse_heartbeat_duration_seconds, and the default Node.js process metrics. ' +
+            'sse_recovery_failures_total, sse_heartbeat_duration_seconds, sse_topics, sse_subscription_changes_total, ' +
+            'sse_publishes_refused_total{reason}, sse_bus_gaps_total, sse_bus_paced_publishes_total, ' +
+            'sse_idempotent_replays_total, sse_redis_pending_publish_bytes, and the default Node.js process metrics. ' +
             'When METRICS_TOKEN is set, send it as a bearer token.',
           ...(token === null ? {} : { security: [{ metricsToken: [] }] }),
           response: {

@@ -71,7 +71,7 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
         response: {
           202: BatchResult,
           207: BatchResult,
-          ...errorResponses(400, 401, 403, 409, 413, 415, 422, 503),
+          ...errorResponses(400, 401, 403, 409, 413, 415, 422, 429, 503),
         },
       },
     },

@@ -108,7 +108,7 @@ export const sendRoutes: FastifyPluginAsync<{ config: Config }> = async (app, { 
         security: [{ bearerAuth: [] }],
         headers: IdempotencyHeaders,
         body: SendBody,
-        response: { 202: SendResult, ...errorResponses(400, 401, 403, 409, 413, 415, 422, 503) },
+        response: { 202: SendResult, ...errorResponses(400, 401, 403, 409, 413, 415, 422, 429, 503) },
       },
     },
     async (request, reply) => {

@@ -74,7 +74,7 @@ export const topicRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
           'connections (userIds must be [its sub], clientIds its own) and add only topics its patterns allow.',
         security: [{ bearerAuth: [] }],
         body: SubscriptionsBody,
-        response: { 200: SubscriptionsResult, ...errorResponses(400, 401, 403, 409, 415, 503) },
+        response: { 200: SubscriptionsResult, ...errorResponses(400, 401, 403, 409, 415, 429, 503) },
       },
     },
     async (request) => {
