@@ -98,7 +98,7 @@ export class RedisPresence {
   readonly #instanceId: string
   readonly #ttlMs: number
   readonly #log: BusLogger | undefined
-  readonly #keys: { instances: string; report: string; users: string; control: string; reply: string }
+  readonly #keys: { instances: string; report: string; users: string }
   #local: LocalState | undefined
   #closed = false
 
@@ -114,8 +114,6 @@ export class RedisPresence {
       instances: `${p}instances`,
       report: `${p}instance:${options.instanceId}`,
       users: `${p}users:${options.instanceId}`,
-      control: `${p}control`,
-      reply: `${p}reply:${options.instanceId}`,
     }
   }
 

@@ -1,4 +1,5 @@
 import type { RedisClient } from './redis-bus.js'
+import { runScript } from './redis-scripts.js'
 
 // Liveness comes from the instances set that every instance reports to (scores are expiry
 // times from Redis's own clock).
@@ -84,20 +85,20 @@ export class RedisTopicPresence {
     // A topic has no `|`, so `<topic>|<user>` splits at its first one.
     const member = `${topic}|${userId}`
     const p = this.#prefix
-    const total = await this.#commands.eval(CHANGE, {
-      keys: [`${p}instances`, `${p}pr:${member}`, `${p}prk:${this.#instanceId}`, `${p}pri`],
-      arguments: [this.#instanceId, String(delta), member],
-    })
+    // EVALSHA: this runs on every join and leave of a presence topic; the body travels once.
+    const total = await runScript(
+      this.#commands,
+      CHANGE,
+      [`${p}instances`, `${p}pr:${member}`, `${p}prk:${this.#instanceId}`, `${p}pri`],
+      [this.#instanceId, String(delta), member],
+    )
     return Number(total)
   }
 
   /** Clears what dead instances held; returns the users who are now gone from a topic. */
   async reap(): Promise<TopicUser[]> {
     const p = this.#prefix
-    const left = (await this.#commands.eval(REAP, {
-      keys: [`${p}instances`, `${p}pri`],
-      arguments: [p],
-    })) as string[]
+    const left = (await runScript(this.#commands, REAP, [`${p}instances`, `${p}pri`], [p])) as string[]
     return left.map((member) => {
       const bar = member.indexOf('|')
       return { topic: member.slice(0, bar), userId: member.slice(bar + 1) }

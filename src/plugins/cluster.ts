@@ -140,31 +140,9 @@ export class Cluster {
    * take it.
    */
   async publish(event: string, data: unknown, target: EventTarget, send?: BusSender): Promise<PublishResult> {
-    const origin = `${this.instanceId}:${++this.#seq}`
-    let delivered: number | undefined
-    let wake: (() => void) | undefined
-    this.#pending.set(origin, (n) => {
-      delivered = n
-      wake?.()
-    })
-    try {
-      const message = { event, data, target, origin }
-      const id = send === undefined ? await this.bus.publish(message) : (await send([message]))[0]
-      if (typeof id !== 'string') throw id ?? new errors.SSE_ERR_INTERNAL()
-      this.#accepted++
-      if (delivered === undefined) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
-          wake = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-      }
-      return { id, delivered: delivered ?? 0 }
-    } finally {
-      this.#pending.delete(origin)
-    }
+    const [result] = await this.publishBatch([{ event, data, target }], send)
+    if (result === undefined || result instanceof Error) throw result ?? new errors.SSE_ERR_INTERNAL()
+    return result
   }
 
   /**
