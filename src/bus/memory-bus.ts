@@ -1,6 +1,6 @@
 import { errors } from '../errors.js'
 import { createEventIdGenerator, type EventIdGenerator } from '../sse/event-id.js'
-import { type Bus, type BusHandler, type BusMessage, type BusStatus, idTime } from './bus.js'
+import type { Bus, BusEvent, BusHandler, BusMessage, BusStatus } from './bus.js'
 
 /**
  * What several in-process buses share: one id sequence and the list of subscribers.
@@ -56,8 +56,17 @@ export class MemoryBus implements Bus {
   }
 
   #deliver(message: BusMessage): string {
-    const id = this.#hub.ids.next()
-    const event = { ...message, id, publishedAt: idTime(id) }
+    const ids = this.#hub.ids
+    const id = ids.next()
+    // One literal of one shape (a spread would copy property by property, and idTime would parse it back).
+    const event: BusEvent = {
+      event: message.event,
+      data: message.data,
+      target: message.target,
+      origin: message.origin,
+      id,
+      publishedAt: ids.lastTime,
+    }
     for (const handler of this.#hub.handlers) handler(event)
     return id
   }

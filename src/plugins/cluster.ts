@@ -140,7 +140,7 @@ export class Cluster {
    * take it.
    */
   async publish(event: string, data: unknown, target: EventTarget, send?: BusSender): Promise<PublishResult> {
-    const [result] = await this.publishBatch([{ event, data, target }], send)
+    const result = (await this.publishBatch([{ event, data, target }], send))[0]
     if (result === undefined || result instanceof Error) throw result ?? new errors.SSE_ERR_INTERNAL()
     return result
   }
@@ -162,7 +162,12 @@ export class Cluster {
     for (const origin of origins) this.#pending.set(origin, heard)
     try {
       const ids = await (send ?? ((messages) => this.bus.publishMany(messages)))(
-        items.map((item, i) => ({ ...item, origin: origins[i] as string })),
+        items.map((item, i) => ({
+          event: item.event,
+          data: item.data,
+          target: item.target,
+          origin: origins[i] as string,
+        })),
       )
       waiting = ids.filter((id) => typeof id === 'string').length
       this.#accepted += waiting

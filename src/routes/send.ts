@@ -76,11 +76,16 @@ export function targetOf(
   }
   if (users.length === 0 && clients.length === 0 && topics.length === 0)
     throw new errors.SSE_ERR_INVALID_TARGET()
-  return {
-    ...(users.length > 0 ? { userIds: [...new Set(users)] } : {}),
-    ...(clients.length > 0 ? { clientIds: [...new Set(clients)] } : {}),
-    ...(topics.length > 0 ? { topics: [...new Set(topics)] } : {}),
-  }
+  const target: { userIds?: string[]; clientIds?: string[]; topics?: string[] } = {}
+  if (users.length > 0) target.userIds = unique(users)
+  if (clients.length > 0) target.clientIds = unique(clients)
+  if (topics.length > 0) target.topics = unique(topics)
+  return target
+}
+
+/** Each id once, in first-seen order (a list of one, the common case, is kept as it is). */
+function unique(ids: string[]): string[] {
+  return ids.length === 1 ? ids : [...new Set(ids)]
 }
 
 /**

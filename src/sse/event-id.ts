@@ -18,6 +18,8 @@ export function compareEventIds(a: string, b: string): number {
 
 export interface EventIdGenerator {
   next(): string
+  /** The millisecond part of the id `next()` returned last (0 before the first). */
+  readonly lastTime: number
 }
 
 export function createEventIdGenerator(now: () => number = Date.now): EventIdGenerator {
@@ -33,6 +35,9 @@ export function createEventIdGenerator(now: () => number = Date.now): EventIdGen
         seq++
       }
       return `${lastMs}-${seq}`
+    },
+    get lastTime() {
+      return lastMs
     },
   }
 }

@@ -33,6 +33,24 @@ t.test('the generator produces valid, strictly increasing ids', async (t) => {
   t.equal(gen.next(), '1002-0')
 })
 
+t.test(
+  'lastTime is the millisecond part of the id made last, also after the clock stepped back',
+  async (t) => {
+    let now = 2000
+    const gen = createEventIdGenerator(() => now)
+    t.equal(gen.lastTime, 0, 'no id yet')
+    gen.next()
+    t.equal(gen.lastTime, 2000)
+    now = 1500
+    const id = gen.next()
+    t.equal(id, '2000-1')
+    t.equal(gen.lastTime, 2000, 'the time in the id, not the clock')
+    now = 2001
+    gen.next()
+    t.equal(gen.lastTime, 2001)
+  },
+)
+
 t.test('real clock: many ids in a row are valid and increasing', async (t) => {
   const gen = createEventIdGenerator()
   let prev = gen.next()
