@@ -19,8 +19,13 @@
 // /api/sse/batch takes `{"events": [...]}` and answers one `{id, delivered}` per event, as the
 // service does. Still no auth, no validation beyond JSON, no history, and no topics.
 //
+// FLOOR_HTTP=fastify serves the same handlers through Fastify 5 instead of a bare node:http handler:
+// Fastify's routing, its JSON body parser and its reply, no logger, no hook, no schema. Scenario 8 runs
+// its single POSTs on it too: the least any Fastify service can spend on one request on this machine.
+//
 // PORT and HOST come from the environment.
 import http from 'node:http'
+import Fastify from 'fastify'
 
 const port = Number(process.env.PORT ?? 0)
 const host = process.env.HOST ?? '127.0.0.1'
@@ -182,19 +187,47 @@ function publish(req, res, batch) {
   })
 }
 
-const server = http.createServer((req, res) => {
-  if (req.url.startsWith('/api/sse')) {
-    if (req.method === 'GET') return open(req, res)
-    if (req.method === 'POST') return publish(req, res, req.url.startsWith('/api/sse/batch'))
+/** The floor on Fastify (FLOOR_HTTP=fastify): the same handlers behind Fastify's request handling. */
+async function fastifyServer() {
+  const app = Fastify({ logger: false, keepAliveTimeout: 72_000 })
+  app.get('/api/sse', (request, reply) => {
+    reply.hijack()
+    open(request.raw, reply.raw)
+  })
+  const take = (request, reply, batch) => {
+    const body = request.body
+    if (!batch) {
+      const result = accept(body)
+      return reply.code(result === null ? 400 : 202).send(result ?? { error: 'broadcast or userIds only' })
+    }
+    if (!Array.isArray(body?.events)) return reply.code(400).send({ error: 'events must be an array' })
+    const results = body.events.map((event) => accept(event) ?? { error: { statusCode: 400 } })
+    return reply.code(results.some((r) => r.error !== undefined) ? 207 : 202).send({ results })
   }
-  if (req.url === '/health') return answer(res, 200, { clients: clients.size, turns, turnEvents })
-  res.writeHead(404).end()
-})
+  app.post('/api/sse', (request, reply) => take(request, reply, false))
+  app.post('/api/sse/batch', { bodyLimit: 16 * 1024 * 1024 }, (request, reply) => take(request, reply, true))
+  app.get('/health', () => ({ clients: clients.size, turns, turnEvents }))
+  await app.listen({ port, host })
+  return app.server
+}
 
-// Fastify's default (the service's): node:http's 5 s would close the publisher's keep-alive connections
-// while the streams open, and a reopening pool sends one publish per turn (see bench/lib/targets.mjs).
-server.keepAliveTimeout = 72_000
-server.listen(port, host)
+function nodeServer() {
+  const server = http.createServer((req, res) => {
+    if (req.url.startsWith('/api/sse')) {
+      if (req.method === 'GET') return open(req, res)
+      if (req.method === 'POST') return publish(req, res, req.url.startsWith('/api/sse/batch'))
+    }
+    if (req.url === '/health') return answer(res, 200, { clients: clients.size, turns, turnEvents })
+    res.writeHead(404).end()
+  })
+  // Fastify's default (the service's): node:http's 5 s would close the publisher's keep-alive connections
+  // while the streams open, and a reopening pool sends one publish per turn (see bench/lib/targets.mjs).
+  server.keepAliveTimeout = 72_000
+  server.listen(port, host)
+  return server
+}
+
+const server = process.env.FLOOR_HTTP === 'fastify' ? await fastifyServer() : nodeServer()
 process.on('SIGTERM', () => {
   for (const client of clients) client.destroy()
   server.close(() => process.exit(0))

@@ -57,7 +57,7 @@ function serviceEnv(extraEnv) {
 
 /**
  * Starts one server and its publisher pool. `name` tells instances of one kind apart (logs, profiles);
- * `extraEnv` is added to the service's environment.
+ * `extraEnv` is added to the server's environment.
  */
 export async function startTarget(ctx, kind, { name = kind, extraEnv = {} } = {}) {
   const { opt, P } = ctx
@@ -81,6 +81,7 @@ export async function startTarget(ctx, kind, { name = kind, extraEnv = {} } = {}
     args.push(opt.entry ?? join(root, 'dist', 'server.js'))
   } else {
     if (kind === 'floor') env.FLOOR_WRITE = opt['floor-write']
+    Object.assign(env, extraEnv)
     args.push(SCRIPTS[kind])
   }
   // One log per server and round: a count of its lines must not include an earlier round's.

@@ -14,7 +14,7 @@
 import { burst, describe } from '../lib/burst.mjs'
 import { ensureConnections, openConnections } from '../lib/connections.mjs'
 import { fmt, sleep } from '../lib/measure.mjs'
-import { cpuLine, figure, limit, ownRatio } from '../lib/report.mjs'
+import { cpuLine, figure, limit, ownRatio, pick } from '../lib/report.mjs'
 import { withServer } from '../lib/runner.mjs'
 
 export const name = 'batch'
@@ -58,6 +58,23 @@ export async function run(ctx, target) {
   await sleep(1000)
   r.batch = await targetedBurst(ctx, target, P.batchEvents, P.batchSize, 'batches')
   r.single = await targetedBurst(ctx, target, P.singleEvents, 1, 'single POSTs')
+  if (target.kind === 'floor') {
+    // The same floor behind Fastify's request handling: what any Fastify service pays per request here.
+    await ensureConnections(ctx, target, 0, 'anon')
+    r.fastify = await withServer(
+      ctx,
+      'floor',
+      { name: 'floor-fastify', extraEnv: { FLOOR_HTTP: 'fastify' } },
+      async (fresh) => {
+        await openConnections(ctx, fresh, N, 'query')
+        await sleep(1000)
+        return {
+          single: await targetedBurst(ctx, fresh, P.singleEvents, 1, 'single POSTs, floor on Fastify'),
+        }
+      },
+    )
+    return r
+  }
   if (target.kind !== 'service') return r
   // The reference needs the load process's sockets.
   await ensureConnections(ctx, target, 0, 'anon')
@@ -89,6 +106,35 @@ export async function runRedis(ctx, targets) {
   await sleep(2000)
   const result = await targetedBurst(ctx, targets, P.redisBatchEvents, P.batchSize, 'batches over Redis')
   return { connections: halves, batch: result }
+}
+
+/** Single POSTs: the service against the floor served through Fastify (FLOOR_HTTP=fastify). */
+function onFastifyRows(runs) {
+  if (!(runs.floor ?? []).some((run) => run.batch?.fastify !== undefined)) return []
+  const both = (metric, key) => ({
+    metric: `single POSTs, floor on Fastify: ${metric}`,
+    values: {
+      service: pick(runs, 'service', `batch.single.${key}`),
+      floor: pick(runs, 'floor', `batch.fastify.single.${key}`),
+    },
+  })
+  const onFastify = ownRatio(
+    runs,
+    'floor',
+    'batch.fastify.single.deliveredPerSec',
+    'batch.single.deliveredPerSec',
+  )
+  return [
+    both('delivered events/s', 'deliveredPerSec'),
+    both('latency p99 (ms)', 'p99Ms'),
+    both('server CPU per delivery (µs)', 'serverCpuUsPerDelivery'),
+    {
+      metric: '  floor on Fastify / floor on node:http, single POSTs',
+      values: { floor: onFastify },
+      text: { floor: `${fmt(onFastify)}x` },
+      ratios: false,
+    },
+  ]
 }
 
 export function rows(ctx, runs) {
@@ -130,6 +176,7 @@ export function rows(ctx, runs) {
         checks: [limit('>=', 2, 'x', { quickSkip: true })],
       }),
       ...burstRows('single POSTs, JWT_VERIFY_CACHE_SIZE=0', 'noCache.single', { kind: 'service' }),
+      ...onFastifyRows(runs),
       figure('  single POSTs: token cache / none', {
         runs,
         value: ownRatio(
