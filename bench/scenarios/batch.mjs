@@ -50,6 +50,19 @@ async function targetedBurst(ctx, target, count, batch, label) {
   return result
 }
 
+/**
+ * The single POSTs again on a fresh server of the same kind with `extraEnv` (a reference of the same
+ * run); `target`'s streams are closed first, since the fresh server needs the load process's sockets.
+ */
+async function freshSingles(ctx, target, name, extraEnv, label) {
+  await ensureConnections(ctx, target, 0, 'anon')
+  return withServer(ctx, target.kind, { name, extraEnv }, async (fresh) => {
+    await openConnections(ctx, fresh, ctx.N, target.kind === 'service' ? 'token' : 'query')
+    await sleep(1000)
+    return { single: await targetedBurst(ctx, fresh, ctx.P.singleEvents, 1, `single POSTs, ${label}`) }
+  })
+}
+
 export async function run(ctx, target) {
   const { P, N } = ctx
   const r = {}
@@ -60,33 +73,22 @@ export async function run(ctx, target) {
   r.single = await targetedBurst(ctx, target, P.singleEvents, 1, 'single POSTs')
   if (target.kind === 'floor') {
     // The same floor behind Fastify's request handling: what any Fastify service pays per request here.
-    await ensureConnections(ctx, target, 0, 'anon')
-    r.fastify = await withServer(
+    r.fastify = await freshSingles(
       ctx,
-      'floor',
-      { name: 'floor-fastify', extraEnv: { FLOOR_HTTP: 'fastify' } },
-      async (fresh) => {
-        await openConnections(ctx, fresh, N, 'query')
-        await sleep(1000)
-        return {
-          single: await targetedBurst(ctx, fresh, P.singleEvents, 1, 'single POSTs, floor on Fastify'),
-        }
-      },
+      target,
+      'floor-fastify',
+      { FLOOR_HTTP: 'fastify' },
+      'floor on Fastify',
     )
     return r
   }
   if (target.kind !== 'service') return r
-  // The reference needs the load process's sockets.
-  await ensureConnections(ctx, target, 0, 'anon')
-  r.noCache = await withServer(
+  r.noCache = await freshSingles(
     ctx,
-    'service',
-    { name: 'batch-nocache', extraEnv: { JWT_VERIFY_CACHE_SIZE: '0' } },
-    async (fresh) => {
-      await openConnections(ctx, fresh, N, 'token')
-      await sleep(1000)
-      return { single: await targetedBurst(ctx, fresh, P.singleEvents, 1, 'single POSTs, no token cache') }
-    },
+    target,
+    'batch-nocache',
+    { JWT_VERIFY_CACHE_SIZE: '0' },
+    'no token cache',
   )
   r.singleVsBefore = r.single.deliveredPerSec / SINGLE_BEFORE
   r.singleVsNoCache = r.single.deliveredPerSec / r.noCache.single.deliveredPerSec
