@@ -34,7 +34,7 @@ function messageOf(err: unknown): string {
  * Reads the stream on its own connection, from the last id it delivered, so that after an outage
  * or a failover it resumes exactly where it stopped. Each read is a script that also says what
  * was trimmed, so a gap is seen whatever kept the reader away (an outage, a stalled process, a
- * slow loop); XREAD BLOCK only waits for new entries.
+ * slow loop); XREAD BLOCK only waits for new entries, with the next read pipelined behind it.
  */
 export class StreamReader {
   readonly #reader: RedisClient
@@ -163,6 +163,7 @@ export class StreamReader {
 
   async #run(): Promise<void> {
     let failures = 0
+    let caughtUp = false
     while (!this.#closed) {
       if (!this.#reader.isReady) {
         await sleep(50)
@@ -171,30 +172,40 @@ export class StreamReader {
       try {
         if (this.#lastId === null) await this.#tail()
         const lastId = this.#lastId as string
-        const [first, generated, added, length, raw] = (await runScript(
-          this.#reader,
-          READ,
-          [this.#key],
-          [lastId, String(READ_COUNT), String(READ_MAX_BYTES)],
-        )) as [string, string, number, number, unknown[]]
+        // Caught up: wait for the next entry with XREAD BLOCK and read it with the script sent right
+        // behind it on the same connection. Redis runs the script the moment the XREAD returns, in the
+        // same turn as the XADD that woke it, so what was stored is read at once (no round trip in
+        // between in which a Redis without persistence could die with an entry nobody read).
+        const woken = caughtUp
+          ? this.#reader.xRead({ key: this.#key, id: lastId }, { BLOCK: this.#blockMs, COUNT: 1 })
+          : null
+        const reading = this.#read(lastId)
+        if (woken !== null) await Promise.all([woken, reading])
+        const [first, generated, added, length, raw] = await reading
         failures = 0
         this.#lastError = null
         this.#checkContinuity(lastId, first, generated, Number(added) - Number(length), Number(added))
         for (const entry of raw) this.#deliver(entryOf(entry))
         this.#wake()
-        if (raw.length > 0) continue
-        // Caught up: wait for the next entry, then read it (and what follows) with the script.
-        await this.#reader.xRead(
-          { key: this.#key, id: this.#lastId as string },
-          { BLOCK: this.#blockMs, COUNT: 1 },
-        )
+        caughtUp = raw.length === 0
       } catch (err) {
+        caughtUp = false
         if (this.#closed) break
         this.#lastError = `redis: ${messageOf(err)}`
         failures++
         await sleep(Math.min(25 * 2 ** failures, 1000))
       }
     }
+  }
+
+  /** One READ script from `lastId`: what follows it, and where the stream stands. */
+  #read(lastId: string): Promise<[string, string, number, number, unknown[]]> {
+    return runScript(
+      this.#reader,
+      READ,
+      [this.#key],
+      [lastId, String(READ_COUNT), String(READ_MAX_BYTES)],
+    ) as Promise<[string, string, number, number, unknown[]]>
   }
 
   #deliver(entry: StreamEntry): void {
