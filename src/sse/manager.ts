@@ -111,10 +111,13 @@ export class SseManager extends ConnectionRegistry {
       ? this.eventHistory.since(lastEventId, limit)
       : { recovered: false, events: [] }
     if (window instanceof Promise) {
+      // Live events are held from here on and follow whatever is replayed: without a replay, the
+      // stream is caught up to what was delivered before them, not to the newest of them.
+      const caughtUpTo = this.latestEventId()
       this.#fanout.hold(client)
       window.then(
-        (w) => this.#start(client, lastEventId, w),
-        () => this.#start(client, lastEventId, { recovered: false, events: [] }),
+        (w) => this.#start(client, lastEventId, w, caughtUpTo),
+        () => this.#start(client, lastEventId, { recovered: false, events: [] }, caughtUpTo),
       )
     } else {
       this.#start(client, lastEventId, window)
@@ -277,13 +280,18 @@ export class SseManager extends ConnectionRegistry {
     if (client.expiresAt > 0) this.#timers.expiringAdded()
   }
 
-  #start(client: SseClient, requestedId: string | null, window: ReplayWindow | null): void {
+  #start(
+    client: SseClient,
+    requestedId: string | null,
+    window: ReplayWindow | null,
+    latestId = this.latestEventId(),
+  ): void {
     if (client.closed) return
     const held = client.held
     this.#fanout.release(client)
     const info = writeStart(client, held, window, {
       requestedId,
-      latestId: this.latestEventId(),
+      latestId,
       retryMs: this.#retryMs,
       now: this.now(),
       maxBytes: this.#replayMaxBytes,

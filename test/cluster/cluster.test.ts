@@ -112,9 +112,15 @@ t.test('three instances on one Redis', { skip }, async (t) => {
   t.test('an id older than the shared history, or not an id, gives recovered: false', async (t) => {
     const [a, b] = await instances(t, 2, { historySize: 5 })
     if (!a || !b) throw new Error('two instances')
+    // Watches b: the streams below connect once b has delivered the last event (a's answer says
+    // only that a has), so that the newest id they are told of is the last one published.
+    const watcher = await openStream(b.url)
+    await watcher.waitFor((e) => e.event === 'connected')
     const first = await publish(a.url, { event: 'tick', data: 0, broadcast: true })
     let latest = first
     for (let i = 1; i <= 8; i++) latest = await publish(a.url, { event: 'tick', data: i, broadcast: true })
+    await watcher.waitFor((e) => e.id === latest.id)
+    watcher.close()
     for (const lastEventId of [first.id, '1-0', 'not-an-id', '9'.repeat(60)]) {
       const s = await openStream(b.url, { headers: { 'last-event-id': lastEventId } })
       const hello = await s.waitFor((e) => e.event === 'connected')

@@ -101,6 +101,37 @@ t.test(
 )
 
 t.test(
+  'nothing to replay: connected names the id the stream was caught up to before the held events, which follow',
+  async (t) => {
+    const history = new SlowHistory()
+    const manager = new SseManager({
+      heartbeatIntervalMs: 0,
+      cleanupIntervalMs: 0,
+      retryMs: 1000,
+      maxBufferedBytes: 1 << 20,
+      history,
+    })
+    t.teardown(() => manager.close())
+    const before = manager.broadcast('e', 0).id
+    const sink = new FakeSink()
+    // An id the history never had: recovered: false, nothing replayed.
+    manager.connect(sink, { userId: 'u', lastEventId: '1-0' })
+    const during = manager.broadcast('e', 1).id
+    history.release?.()
+    await tick()
+    await tick()
+    const events = sink.events()
+    t.same(
+      events.map((e) => e.event),
+      ['connected', 'e'],
+    )
+    t.match(JSON.parse(events[0]?.data ?? '{}'), { recovered: false, replayed: 0, lastEventId: before })
+    t.equal(events[0]?.id, before, 'the id a reconnect resumes from is the one before the held event')
+    t.equal(events[1]?.id, during, 'the held event follows, newer than what connected named')
+  },
+)
+
+t.test(
   'a client that leaves during an asynchronous replay is released, and nothing is written to it',
   async (t) => {
     const history = new SlowHistory()
