@@ -9,7 +9,7 @@ import { type Config, loadConfig } from '../src/config.js'
 
 export const SECRET = 'test-secret-0123456789-abcdefghijklmnop'
 
-interface Teardown {
+export interface Teardown {
   teardown(fn: () => unknown): void
 }
 

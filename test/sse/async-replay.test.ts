@@ -8,6 +8,7 @@ import {
   type StoredEvent,
 } from '../../src/sse/history.js'
 import { SseManager } from '../../src/sse/manager.js'
+import type { Teardown } from '../helper.js'
 
 class FakeSink extends EventEmitter {
   chunks: Buffer[] = []
@@ -57,18 +58,24 @@ class SlowHistory implements EventHistory {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
+/** A manager whose history answers when the test says so; closed when the test ends. */
+function managerWithSlowHistory(t: Teardown) {
+  const history = new SlowHistory()
+  const manager = new SseManager({
+    heartbeatIntervalMs: 0,
+    cleanupIntervalMs: 0,
+    retryMs: 1000,
+    maxBufferedBytes: 1 << 20,
+    history,
+  })
+  t.teardown(() => manager.close())
+  return { history, manager }
+}
+
 t.test(
   'events published while an asynchronous replay is pending are written after it, once each',
   async (t) => {
-    const history = new SlowHistory()
-    const manager = new SseManager({
-      heartbeatIntervalMs: 0,
-      cleanupIntervalMs: 0,
-      retryMs: 1000,
-      maxBufferedBytes: 1 << 20,
-      history,
-    })
-    t.teardown(() => manager.close())
+    const { history, manager } = managerWithSlowHistory(t)
     const first = manager.broadcast('e', 0).id
     const missed = manager.broadcast('e', 1).id
     const sink = new FakeSink()
@@ -103,15 +110,7 @@ t.test(
 t.test(
   'nothing to replay: connected names the id the stream was caught up to before the held events, which follow',
   async (t) => {
-    const history = new SlowHistory()
-    const manager = new SseManager({
-      heartbeatIntervalMs: 0,
-      cleanupIntervalMs: 0,
-      retryMs: 1000,
-      maxBufferedBytes: 1 << 20,
-      history,
-    })
-    t.teardown(() => manager.close())
+    const { history, manager } = managerWithSlowHistory(t)
     const before = manager.broadcast('e', 0).id
     const sink = new FakeSink()
     // An id the history never had: recovered: false, nothing replayed.
@@ -134,15 +133,7 @@ t.test(
 t.test(
   'a client that leaves during an asynchronous replay is released, and nothing is written to it',
   async (t) => {
-    const history = new SlowHistory()
-    const manager = new SseManager({
-      heartbeatIntervalMs: 0,
-      cleanupIntervalMs: 0,
-      retryMs: 1000,
-      maxBufferedBytes: 1 << 20,
-      history,
-    })
-    t.teardown(() => manager.close())
+    const { history, manager } = managerWithSlowHistory(t)
     const first = manager.broadcast('e', 0).id
     const sink = new FakeSink()
     manager.connect(sink, { userId: 'u', lastEventId: first })
