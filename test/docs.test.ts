@@ -1,9 +1,10 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import t from 'tap'
 
 // The README and .env.example must name every variable the service reads.
 const read = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), 'utf8')
-const sources = `${read('src/config.ts')}\n${read('src/server.ts')}`
+const configFiles = readdirSync(new URL('../src/config/', import.meta.url)).map((f) => `src/config/${f}`)
+const sources = ['src/config.ts', ...configFiles, 'src/server.ts'].map(read).join('\n')
 const variables = [
   ...new Set(
     [...sources.matchAll(/\b(?:env|process\.env)\.([A-Z][A-Z0-9_]+)|\(env, '([A-Z][A-Z0-9_]+)'/g)].map(

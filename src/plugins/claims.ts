@@ -1,4 +1,4 @@
-import type { ClaimsConfig } from '../config.js'
+import type { ClaimsConfig } from '../config/auth.js'
 import { errors } from '../errors.js'
 import { isValidPattern } from '../sse/topics.js'
 

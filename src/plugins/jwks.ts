@@ -2,7 +2,7 @@ import { createPublicKey } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import buildGetJwks from 'get-jwks'
 import { Agent } from 'undici'
-import type { JwksConfig, JwtAlgorithm } from '../config.js'
+import type { JwksConfig, JwtAlgorithm } from '../config/auth.js'
 import { errors } from '../errors.js'
 
 type Jwk = Record<string, unknown>

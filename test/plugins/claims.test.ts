@@ -2,7 +2,8 @@
 // URL-like names) and JWT_SCOPE_MAP, as the providers' tokens carry them.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import t from 'tap'
-import { type ClaimsConfig, loadConfig } from '../../src/config.js'
+import type { ClaimsConfig } from '../../src/config/auth.js'
+import { loadConfig } from '../../src/config.js'
 import { claimAt, DEFAULT_CLAIMS, identityOf } from '../../src/plugins/claims.js'
 import { build, expectError, mint, openStream, post, serve, testConfig } from '../helper.js'
 import { JwksProvider, jwksConfig, makeKey, sign } from './jwks-provider.js'
