@@ -20,6 +20,8 @@ export interface BusEvent extends BusMessage {
   readonly id: string
   /** Epoch ms at which the bus accepted it. */
   readonly publishedAt: number
+  /** `data` as the JSON text it travelled as (Redis), when the bus has it: frames use it as it is. */
+  readonly json?: string
 }
 
 export type BusHandler = (event: BusEvent) => void

@@ -29,8 +29,10 @@ export function valuesOf(message: BusMessage): [string, string, string, string] 
   return [message.event, JSON.stringify(message.data) ?? 'null', encodeTarget(message.target), message.origin]
 }
 
+/** A list of strings, or undefined for anything else (a target field this service did not write). */
 function strings(value: unknown): readonly string[] | undefined {
-  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return undefined
+  if (!Array.isArray(value)) return undefined
+  for (let i = 0; i < value.length; i++) if (typeof value[i] !== 'string') return undefined
   return value as string[]
 }
 
@@ -41,37 +43,84 @@ function decodeTarget(raw: string): EventTarget | null {
   const clientIds = strings(parsed.c)
   const topics = strings(parsed.p)
   if (userIds === undefined && clientIds === undefined && topics === undefined) return null
-  return {
-    ...(userIds ? { userIds } : {}),
-    ...(clientIds ? { clientIds } : {}),
-    ...(topics ? { topics } : {}),
+  const target: { userIds?: readonly string[]; clientIds?: readonly string[]; topics?: readonly string[] } =
+    {}
+  if (userIds !== undefined) target.userIds = userIds
+  if (clientIds !== undefined) target.clientIds = clientIds
+  if (topics !== undefined) target.topics = topics
+  return target
+}
+
+const UNPARSED = Symbol('unparsed')
+
+/**
+ * An event read from the stream. Its data stays the JSON text it was stored as: frames are built
+ * from that text, so an instance parses it only if something asks for `data`.
+ */
+class StreamEvent implements BusEvent {
+  #data: unknown = UNPARSED
+
+  constructor(
+    readonly id: string,
+    readonly event: string,
+    readonly json: string,
+    readonly target: EventTarget,
+    readonly origin: string,
+    readonly publishedAt: number,
+  ) {}
+
+  get data(): unknown {
+    if (this.#data === UNPARSED) this.#data = JSON.parse(this.json)
+    return this.#data
   }
 }
 
 /** Turns a stream entry back into a bus event; null for an entry this service did not write. */
 export function decodeEntry(entry: StreamEntry): BusEvent | null {
   const { e: event, d: data, t: target, o: origin } = entry.message
-  if (event === undefined || data === undefined || target === undefined) return null
+  return decodeFields(entry.id, event, data, target, origin)
+}
+
+function decodeFields(
+  id: string,
+  event: string | undefined,
+  json: string | undefined,
+  target: string | undefined,
+  origin: string | undefined,
+): BusEvent | null {
+  if (event === undefined || json === undefined || target === undefined) return null
   try {
     const decodedTarget = decodeTarget(target)
     if (decodedTarget === null) return null
-    return {
-      id: entry.id,
-      event,
-      data: JSON.parse(data),
-      target: decodedTarget,
-      origin: origin ?? '',
-      publishedAt: idTime(entry.id),
-    }
+    return new StreamEvent(id, event, json, decodedTarget, origin ?? '', idTime(id))
   } catch {
     return null
   }
 }
 
-/** A raw `[id, [field, value, ...]]` entry from a script. */
-export function entryOf(raw: unknown): StreamEntry {
+/** A raw `[id, [field, value, ...]]` entry from a script, decoded without an object per entry first. */
+export function decodeRaw(raw: unknown): { id: string; event: BusEvent | null } {
   const [id, fields] = raw as [string, string[]]
-  const message: Record<string, string> = {}
-  for (let i = 0; i + 1 < fields.length; i += 2) message[fields[i] as string] = fields[i + 1] as string
-  return { id, message }
+  let event: string | undefined
+  let json: string | undefined
+  let target: string | undefined
+  let origin: string | undefined
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const value = fields[i + 1]
+    switch (fields[i]) {
+      case 'e':
+        event = value
+        break
+      case 'd':
+        json = value
+        break
+      case 't':
+        target = value
+        break
+      case 'o':
+        origin = value
+        break
+    }
+  }
+  return { id, event: decodeFields(id, event, json, target, origin) }
 }

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { compareEventIds } from '../sse/event-id.js'
 import type { BusHandler } from './bus.js'
 import type { BusLogger, RedisClient } from './redis-bus.js'
-import { decodeEntry, entryOf, type StreamEntry } from './redis-entries.js'
+import { decodeRaw } from './redis-entries.js'
 import { READ, runScript, TAIL } from './redis-scripts.js'
 
 /** One read takes at most this many entries, and stops past READ_MAX_BYTES: what a reader holds at once. */
@@ -185,7 +185,7 @@ export class StreamReader {
         failures = 0
         this.#lastError = null
         this.#checkContinuity(lastId, first, generated, Number(added) - Number(length), Number(added))
-        for (const entry of raw) this.#deliver(entryOf(entry))
+        for (const entry of raw) this.#deliver(entry)
         this.#wake()
         caughtUp = raw.length === 0
       } catch (err) {
@@ -208,18 +208,18 @@ export class StreamReader {
     ) as Promise<[string, string, number, number, unknown[]]>
   }
 
-  #deliver(entry: StreamEntry): void {
-    this.#lastId = entry.id
+  #deliver(raw: unknown): void {
+    const { id, event } = decodeRaw(raw)
+    this.#lastId = id
     this.#ordinal++
-    const event = decodeEntry(entry)
     if (event === null) {
-      this.#log.warn({ id: entry.id }, 'skipped a stream entry this service did not write')
+      this.#log.warn({ id }, 'skipped a stream entry this service did not write')
       return
     }
     try {
       this.#handler?.(event)
     } catch (err) {
-      this.#log.error({ err, id: entry.id }, 'delivering an event from the bus failed')
+      this.#log.error({ err, id }, 'delivering an event from the bus failed')
     }
   }
 

@@ -9,6 +9,7 @@ import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import type { SseClient } from '../sse/client.js'
 import type { EventHistory } from '../sse/history.js'
+import { LazyStoredEvent } from '../sse/lazy-event.js'
 import type {
   NotificationType,
   PublishResult,
@@ -101,7 +102,9 @@ export class Cluster {
   /** Encodes an event from the bus once for this instance: every local recipient shares the bytes. */
   toStored = (event: BusEvent) => {
     const manager = this.#requireManager()
-    return manager.createEvent(event.id, event.event, event.data, event.target, event.publishedAt)
+    return event.json === undefined
+      ? manager.createEvent(event.id, event.event, event.data, event.target, event.publishedAt)
+      : manager.createEvent(event.id, event.event, undefined, event.target, event.publishedAt, event.json)
   }
 
   /** Starts receiving from the bus into `manager`, and reporting to the other instances. */
@@ -117,7 +120,8 @@ export class Cluster {
     })
     const record = this.bus.kind === 'memory'
     await this.bus.subscribe((event) => {
-      const delivered = manager.deliver(this.toStored(event), record)
+      // A shared history keeps it: encoded here only if a local connection gets it.
+      const delivered = manager.deliver(record ? this.toStored(event) : new LazyStoredEvent(event), record)
       this.#pending.get(event.origin)?.(delivered, event.origin)
     })
     const redis = this.#redis

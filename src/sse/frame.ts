@@ -60,6 +60,11 @@ export interface FrameFields {
   event: string
   /** Any JSON-serializable value; it is sent as JSON. */
   data: unknown
+  /**
+   * `data` already serialized (as `JSON.stringify` wrote it, e.g. read back from Redis): sent as
+   * it is, so that it is neither parsed nor serialized again.
+   */
+  json?: string | undefined
   /** Event id (`id:` field); omitted for heartbeats and control frames. */
   id?: string | undefined
   /** Reconnection delay hint (`retry:` field) in milliseconds. */
@@ -85,7 +90,7 @@ export function encodeFrameText(fields: FrameFields): string {
     if (fields.id.includes('\0')) throw new TypeError('SSE id must not contain NUL')
     out += `id: ${fields.id}\n`
   }
-  out += dataLines(toJson(fields.data))
+  out += dataLines(fields.json ?? toJson(fields.data))
   return `${out}\n`
 }
 

@@ -1,0 +1,49 @@
+import { encodeFrame } from './frame.js'
+import type { StoredEvent } from './history.js'
+import type { EventTarget } from './target.js'
+
+/** What a lazily encoded event is made from: a bus event, with its data as JSON text when the bus has it. */
+export interface LazySource {
+  readonly id: string
+  readonly event: string
+  readonly data: unknown
+  readonly json?: string
+  readonly target: EventTarget
+  readonly publishedAt: number
+}
+
+/**
+ * A stored event whose frame is encoded the first time it is read. An instance on a shared bus
+ * hears every event of the deployment, many of them only for connections on other instances:
+ * those are never encoded (nor their data parsed) here.
+ */
+export class LazyStoredEvent implements StoredEvent {
+  readonly id: string
+  readonly event: string
+  readonly target: EventTarget
+  readonly publishedAt: number
+  #source: LazySource | null
+  #frame: Buffer | null = null
+
+  constructor(source: LazySource) {
+    this.id = source.id
+    this.event = source.event
+    this.target = source.target
+    this.publishedAt = source.publishedAt
+    this.#source = source
+  }
+
+  get frame(): Buffer {
+    const source = this.#source
+    if (source !== null) {
+      const json = source.json
+      this.#frame = encodeFrame(
+        json === undefined
+          ? { id: this.id, event: this.event, data: source.data }
+          : { id: this.id, event: this.event, data: undefined, json },
+      )
+      this.#source = null
+    }
+    return this.#frame as Buffer
+  }
+}
