@@ -12,7 +12,7 @@ import { RedisTopicPresence } from '../bus/redis-topic-presence.js'
 import type { Config } from '../config.js'
 import { Cluster } from './cluster.js'
 
-export type { ClusterStats, InstanceSummary } from './cluster.js'
+export type { ClusterStats, InstanceSummary } from './cluster-views.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -10,31 +10,22 @@ import { errors } from '../errors.js'
 import type { SseClient } from '../sse/client.js'
 import type { EventHistory } from '../sse/history.js'
 import { LazyStoredEvent } from '../sse/lazy-event.js'
-import type {
-  NotificationType,
-  PublishResult,
-  SseManager,
-  SseStats,
-  TopicPresence,
-  UserConnections,
-} from '../sse/manager.js'
+import type { NotificationType, PublishResult, SseManager, TopicPresence } from '../sse/manager.js'
 import {
   applySubscriptions,
   type SubscriptionOutcome,
   type SubscriptionRequest,
 } from '../sse/subscriptions.js'
 import type { EventTarget } from '../sse/target.js'
+import {
+  type ClusterStats,
+  type LocalPresence,
+  now,
+  reportOf,
+  sumPresence,
+  sumStats,
+} from './cluster-views.js'
 import { PresenceEvents } from './presence-events.js'
-
-export interface InstanceSummary {
-  instanceId: string
-  connections: number
-  reportedAt: string
-}
-
-export interface ClusterStats extends SseStats {
-  instances: InstanceSummary[]
-}
 
 /**
  * How messages reach the bus: `bus.publishMany` by default; the idempotency plugin passes one
@@ -49,16 +40,8 @@ export interface BatchItem {
   readonly target: EventTarget
 }
 
-/** One instance's part of a topic's presence, as it travels between instances. */
-interface LocalPresence {
-  connections: number
-  anonymous: number
-  users: [string, number][]
-}
-
 /** How long a POST waits to hear its own event back from Redis, to count local deliveries. */
 export const LOCAL_DELIVERY_WAIT_MS = 1000
-const TOP_USERS = 100
 
 export interface RedisParts {
   connections: RedisConnections
@@ -248,17 +231,7 @@ export class Cluster {
       const replies = (await this.#redis.control.ask('presence', { topic })) as (LocalPresence | null)[]
       parts = replies.filter((p): p is LocalPresence => p !== null)
     }
-    const users = new Map<string, number>()
-    let connections = 0
-    let anonymous = 0
-    for (const part of parts) {
-      connections += part.connections
-      anonymous += part.anonymous
-      for (const [userId, n] of part.users) users.set(userId, (users.get(userId) ?? 0) + n)
-    }
-    const top = [...users].map(([userId, n]) => ({ userId, connections: n }))
-    top.sort((a, b) => b.connections - a.connections || (a.userId < b.userId ? -1 : 1))
-    return { topic, connections, anonymous, uniqueUsers: users.size, users: top.slice(0, TOP_USERS) }
+    return sumPresence(topic, parts)
   }
 
   /** Takes a connection slot for `userId` across instances (the local limit is checked by the caller). */
@@ -302,27 +275,7 @@ export class Cluster {
     const view = await redis.presence.view()
     // This instance answers with its numbers of now, the others with their last report.
     const reports = [this.#report(), ...view.instances.filter((r) => r.instanceId !== this.instanceId)]
-    reports.sort((a, b) => (a.instanceId < b.instanceId ? -1 : 1))
-    const users: UserConnections[] = []
-    for (const [userId, connections] of view.users) users.push({ userId, connections })
-    users.sort((a, b) => b.connections - a.connections || (a.userId < b.userId ? -1 : 1))
-    const sum = (pick: (r: InstanceReport) => number) => reports.reduce((n, r) => n + pick(r), 0)
-    return {
-      ...local,
-      totalConnections: sum((r) => r.totalConnections),
-      authenticatedConnections: sum((r) => r.authenticatedConnections),
-      anonymousConnections: sum((r) => r.anonymousConnections),
-      uniqueUsers: view.users.size,
-      users: users.slice(0, TOP_USERS),
-      eventsPublished: sum((r) => r.eventsPublished),
-      eventsDelivered: sum((r) => r.eventsDelivered),
-      slowClientsDisconnected: sum((r) => r.slowClientsDisconnected),
-      instances: reports.map((r) => ({
-        instanceId: r.instanceId,
-        connections: r.totalConnections,
-        reportedAt: r.reportedAt,
-      })),
-    }
+    return sumStats(local, reports, view.users)
   }
 
   async close(): Promise<void> {
@@ -371,26 +324,11 @@ export class Cluster {
   }
 
   #report(): InstanceReport {
-    const s = this.#requireManager().stats()
-    return {
-      instanceId: this.instanceId,
-      totalConnections: s.totalConnections,
-      authenticatedConnections: s.authenticatedConnections,
-      anonymousConnections: s.anonymousConnections,
-      eventsPublished: this.#accepted,
-      eventsDelivered: s.eventsDelivered,
-      slowClientsDisconnected: s.slowClientsDisconnected,
-      startedAt: s.startedAt,
-      reportedAt: now(),
-    }
+    return reportOf(this.instanceId, this.#requireManager().stats(), this.#accepted)
   }
 
   *#userCounts(): Iterable<[string, number]> {
     const manager = this.#requireManager()
     for (const userId of manager.userIds()) yield [userId, manager.userConnectionCount(userId)]
   }
-}
-
-function now(): string {
-  return new Date().toISOString()
 }
