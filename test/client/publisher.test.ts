@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { type AddressInfo, connect, createServer as createTcp } from 'node:net'
 import t, { type Test } from 'tap'
@@ -38,14 +38,23 @@ const json = (res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 t.test('the SDK imports nothing from the server or Fastify', async (t) => {
-  const source = readFileSync(new URL('../../src/client/publisher.ts', import.meta.url), 'utf8')
-  const imports = [...source.matchAll(/^import (?!type ).* from '([^']+)'/gm)].map((m) => m[1])
-  t.same(imports, ['undici'], 'undici only at run time')
-  const types = [...source.matchAll(/^import type .* from '([^']+)'/gm)].map((m) => m[1])
-  t.ok(
-    types.every((from) => from?.startsWith('../sse/')),
-    'type-only imports come from the framework-free core',
-  )
+  const dir = new URL('../../src/client/', import.meta.url)
+  const files = readdirSync(dir).filter((f) => f.endsWith('.ts'))
+  t.same(files.sort(), ['publisher.ts', 'types.ts'])
+  for (const file of files) {
+    const source = readFileSync(new URL(file, dir), 'utf8')
+    const all = [...source.matchAll(/^import (type )?[^;']*? from '([^']+)'/gm)]
+    const runtime = all.filter((m) => m[1] === undefined).map((m) => m[2])
+    t.ok(
+      runtime.every((from) => from === 'undici'),
+      `${file}: undici only at run time (${runtime.join(', ') || 'nothing'})`,
+    )
+    const types = all.filter((m) => m[1] !== undefined).map((m) => m[2] as string)
+    t.ok(
+      types.every((from) => from.startsWith('../sse/') || from.startsWith('./') || from === 'undici'),
+      `${file}: type-only imports come from the framework-free core, the SDK itself or undici (${types.join(', ')})`,
+    )
+  }
 })
 
 t.test('against the real service', async (t) => {
