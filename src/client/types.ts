@@ -3,7 +3,7 @@
  */
 // Types only: the SDK loads nothing of the server.
 import type { Dispatcher } from 'undici'
-import type { SseStats, UserConnections } from '../sse/manager.js'
+import type { SseStats, TopicPresence, UserConnections } from '../sse/manager.js'
 
 export type NotificationType = 'info' | 'success' | 'warning' | 'error'
 
@@ -56,13 +56,8 @@ export interface SubscriptionChange {
   remove?: readonly string[]
 }
 
-export interface TopicPresence {
-  topic: string
-  connections: number
-  anonymous: number
-  uniqueUsers: number
-  users: UserConnections[]
-}
+/** `GET /api/sse/topics/{topic}/presence`: who is subscribed, across the deployment. */
+export type { TopicPresence }
 
 export interface DisconnectAllResult {
   disconnected: number
