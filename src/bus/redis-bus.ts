@@ -3,7 +3,9 @@ import { errors } from '../errors.js'
 import type { Bus, BusHandler, BusMessage, BusStatus } from './bus.js'
 import type { IdempotentPublish, PublishOutcome } from './idempotency.js'
 import { eventsBytesKey, eventsKey, valuesOf } from './redis-entries.js'
+import { ReaderPacer } from './redis-pacer.js'
 import { StreamReader } from './redis-reader.js'
+import { ReplicaWaits } from './redis-replicas.js'
 import { APPEND, ENTRY_OVERHEAD_BYTES, runScript, SET_RECORD } from './redis-scripts.js'
 
 export type RedisClient = RedisClientType
@@ -74,8 +76,6 @@ export interface Refusals {
 }
 
 const READER_BEHIND = "for this instance's reader, more than half the Redis stream behind: REDIS_LAG_WAIT_MS"
-/** Waiting publishes are logged at most this often. */
-const PACE_LOG_MS = 10_000
 const STORED_UNCONFIRMED = 'it was stored and may still be delivered; retry with the same Idempotency-Key'
 
 /**
@@ -95,25 +95,11 @@ export class RedisBus implements Bus {
   readonly #maxLength: number
   readonly #maxBytes: number
   readonly #maxPendingBytes: number
-  readonly #waitReplicas: number
-  readonly #waitTimeoutMs: number
-  readonly #lagWaitMs: number
+  readonly #replicas: ReplicaWaits
   readonly #log: BusLogger
   readonly #refused: Refusals = { unavailable: 0, backlog: 0, replicas: 0 }
   #pendingBytes = 0
-  /** Publishes that waited for this instance's reader; when that was last logged, and the count then. */
-  #paced = 0
-  #pacedLoggedAt = 0
-  #pacedAtLog = 0
-  /** The stream's `entries-added` at the last answer, what this instance has in flight, half the stream. */
-  #lastAdded = 0
-  /** The reader's epoch when `#lastAdded` was learnt: a count from before a failover means nothing now. */
-  #lastAddedEpoch = -1
-  #inFlight = 0
-  #allowed: number
-  /** Scripts sent on the publisher connection, and the newest WAIT with how many it covers. */
-  #sent = 0
-  #wait: { covers: number; acked: Promise<number> } | null = null
+  readonly #pacer: ReaderPacer
   #closed = false
 
   constructor(options: RedisBusOptions) {
@@ -124,10 +110,6 @@ export class RedisBus implements Bus {
     this.#maxLength = Math.max(options.maxLength, MIN_STREAM_LENGTH)
     this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER
     this.#maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
-    this.#waitReplicas = options.waitReplicas ?? 0
-    this.#waitTimeoutMs = options.waitTimeoutMs ?? 1000
-    this.#lagWaitMs = options.lagWaitMs ?? 5000
-    this.#allowed = Math.floor(this.#maxLength / 2)
     this.#log = options.log ?? SILENT
     this.#stream = new StreamReader({
       reader: options.reader,
@@ -135,6 +117,19 @@ export class RedisBus implements Bus {
       blockMs: options.blockMs ?? 5000,
       log: this.#log,
       ...(options.onGap ? { onGap: options.onGap } : {}),
+    })
+    this.#replicas = new ReplicaWaits(
+      this.#publisher,
+      options.waitReplicas ?? 0,
+      options.waitTimeoutMs ?? 1000,
+      this.#log,
+    )
+    this.#pacer = new ReaderPacer({
+      reader: this.#stream,
+      maxLength: this.#maxLength,
+      maxBytes: this.#maxBytes,
+      lagWaitMs: options.lagWaitMs ?? 5000,
+      log: this.#log,
     })
   }
 
@@ -155,7 +150,7 @@ export class RedisBus implements Bus {
 
   /** Publishes that waited for this instance's reader to catch up (REDIS_LAG_WAIT_MS). */
   get paced(): number {
-    return this.#paced
+    return this.#pacer.paced
   }
 
   /** Bytes of publishes sent to Redis and not answered yet. */
@@ -188,13 +183,13 @@ export class RedisBus implements Bus {
    * repeat that answers an earlier publish): a small write to `recordKey`, then WAIT.
    */
   async confirm(recordKey: string): Promise<void> {
-    if (this.#waitReplicas === 0) return
+    if (this.#replicas.wanted === 0) return
     try {
       let seq = 0
       await runScript(this.#publisher, SET_RECORD, [recordKey], ['c', '1'], () => {
-        seq = ++this.#sent
+        seq = this.#replicas.sent()
       })
-      if ((await this.#acked(seq)) >= this.#waitReplicas) return
+      if ((await this.#replicas.acked(seq)) >= this.#replicas.wanted) return
     } catch (err) {
       this.#log.warn({ err }, 'confirming a publish on the replicas failed')
       throw new errors.SSE_ERR_BUS_UNAVAILABLE(REDIS_UNAVAILABLE)
@@ -212,7 +207,7 @@ export class RedisBus implements Bus {
       String(this.#maxLength),
       String(this.#maxBytes),
       minId,
-      String(this.#waitReplicas),
+      String(this.#replicas.wanted),
       String(MAX_REPLICA_LAG_S),
       String(ENTRY_OVERHEAD_BYTES),
       fingerprint,
@@ -245,10 +240,10 @@ export class RedisBus implements Bus {
         () => new errors.SSE_ERR_BUS_BACKLOG('for Redis to answer: REDIS_MAX_PENDING_BYTES'),
       )
     }
-    if (!(await this.#room(n))) {
+    if (!(await this.#pacer.room(n))) {
       return refuse('backlog', () => new errors.SSE_ERR_BUS_BACKLOG(READER_BEHIND))
     }
-    // `#room` counted these events in flight; the script's answer ends that.
+    // `room` counted these events in flight; the script's answer ends that.
     this.#pendingBytes += bytes
     try {
       const keys = once === null ? [this.#key, this.#bytesKey] : [this.#key, this.#bytesKey, once.key]
@@ -256,14 +251,14 @@ export class RedisBus implements Bus {
       let seq = 0
       try {
         reply = (await runScript(this.#publisher, APPEND, keys, args, () => {
-          seq = ++this.#sent
+          seq = this.#replicas.sent()
         })) as string[]
       } catch (err) {
         // The detail is for the operator; the publisher learns only that Redis is unavailable.
         this.#log.warn({ err }, 'a publish failed in redis')
         return refuse('unavailable', () => this.#unavailable())
       } finally {
-        this.#inFlight -= n
+        this.#pacer.settled(n)
       }
       const [status, a = '', b = '', c = '', d = '0'] = reply
       if (status === 'mismatch') return { kind: 'mismatch' }
@@ -276,14 +271,14 @@ export class RedisBus implements Bus {
       }
       if (status === 'replicas') {
         this.#log.warn(
-          { online: Number(a), wanted: this.#waitReplicas },
+          { online: Number(a), wanted: this.#replicas.wanted },
           'too few replicas online: publish refused',
         )
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE('nothing was stored'))
       }
       const ids = a.split(',')
-      this.#learn(Number(b), Number(c), Number(d))
-      if (this.#waitReplicas > 0 && !(await this.#replicated(seq, once))) {
+      this.#pacer.learn(Number(b), Number(c), Number(d))
+      if (this.#replicas.wanted > 0 && !(await this.#replicated(seq, once))) {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
       }
       return { kind: 'published', ids }
@@ -292,101 +287,17 @@ export class RedisBus implements Bus {
     }
   }
 
-  /**
-   * How many replicas acknowledged everything up to the `seq`-th script sent on the publisher
-   * connection. Redis runs a connection's commands in order, so a WAIT sent after a script covers it:
-   * publishes share WAITs (one per replica round trip, however many publishes), and a publish waits
-   * at most for the WAIT in flight and the one after it.
-   */
-  #acked(seq: number): Promise<number> {
-    const latest = this.#wait
-    if (latest !== null && latest.covers >= seq) return latest.acked
-    const wait = {
-      covers: this.#sent,
-      acked: this.#publisher.wait(this.#waitReplicas, this.#waitTimeoutMs).catch((err: unknown) => {
-        this.#log.warn({ err }, 'WAIT failed in redis')
-        return 0
-      }),
-    }
-    this.#wait = wait
-    return wait.acked
-  }
-
   /** Waits for the replicas; when they do not confirm in time, marks the record so a repeat need not wait. */
   async #replicated(seq: number, once: IdempotentPublish | null): Promise<boolean> {
-    const acked = await this.#acked(seq)
-    if (acked >= this.#waitReplicas) return true
+    const acked = await this.#replicas.acked(seq)
+    if (acked >= this.#replicas.wanted) return true
     this.#log.warn(
-      { acked, wanted: this.#waitReplicas },
+      { acked, wanted: this.#replicas.wanted },
       'a publish was not confirmed by the replicas in time',
     )
     if (once !== null)
       await runScript(this.#commands, SET_RECORD, [once.key], ['f', '1']).catch(() => undefined)
     return false
-  }
-
-  /**
-   * Backpressure on publishers. The stream is also every reader's buffer: publishers that
-   * outrun this instance's reader (a busy process, a slow loop) would have entries trimmed
-   * before it reads them, a gap that ends every stream here. So a publish that would put the
-   * reader more than half the stream behind (counting what is in flight) first waits for it to
-   * catch up; past REDIS_LAG_WAIT_MS it is refused (503, nothing stored). "The stream" is what
-   * its bounds keep: HISTORY_SIZE entries, or fewer when HISTORY_MAX_BYTES comes first (estimated
-   * from the entries' size at the last publish). This paces the publishers of this instance
-   * only; the others' publishes count as this instance learns of them, at its next answer.
-   */
-  async #room(n: number): Promise<boolean> {
-    const deadline = Date.now() + this.#lagWaitMs
-    let waited = false
-    for (;;) {
-      const epoch = this.#stream.epoch
-      const target = this.#target(n)
-      if (target === null || this.#stream.ordinal >= target) {
-        // Counted at once, so that publishes woken together do not all pass on the same count.
-        this.#inFlight += n
-        return true
-      }
-      const left = deadline - Date.now()
-      if (left <= 0) return false
-      if (!waited) {
-        waited = true
-        this.#paced++
-        this.#logPacing(target)
-      }
-      await this.#stream.waitFor(target, left)
-      // The reader started counting anew (a failover): the old target means nothing; look again.
-      if (this.#stream.epoch !== epoch) continue
-    }
-  }
-
-  /** The entry the reader must have delivered before `n` more may go; null when nothing holds them back. */
-  #target(n: number): number | null {
-    if (this.#lagWaitMs === 0 || n === 0 || !this.#stream.reading) return null
-    const base = this.#lastAddedEpoch === this.#stream.epoch ? this.#lastAdded : this.#stream.ordinal
-    const known = base + this.#inFlight
-    // A batch larger than half the stream goes once the reader has read everything before it.
-    return Math.min(known, known + n - this.#allowed)
-  }
-
-  /** Once per PACE_LOG_MS at most, however many publishes wait: the metric counts each. */
-  #logPacing(target: number): void {
-    const now = Date.now()
-    if (now - this.#pacedLoggedAt < PACE_LOG_MS) return
-    this.#log.warn(
-      { readerAt: this.#stream.ordinal, mustReach: target, paced: this.#paced - this.#pacedAtLog },
-      "this instance's reader is more than half the Redis stream behind: publishes wait for it",
-    )
-    this.#pacedLoggedAt = now
-    this.#pacedAtLog = this.#paced
-  }
-
-  /** What an answer says of the stream: how many entries it ever had, how many it has, their bytes. */
-  #learn(added: number, length: number, bytes: number): void {
-    if (!(added > 0)) return
-    this.#lastAdded = added
-    this.#lastAddedEpoch = this.#stream.epoch
-    const byBytes = bytes > 0 ? Math.floor((length * this.#maxBytes) / bytes) : Number.POSITIVE_INFINITY
-    this.#allowed = Math.max(1, Math.floor(Math.min(this.#maxLength, byBytes) / 2))
   }
 
   #unavailable(): Error {
