@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import type { TrustProxy } from './config/network.js'
 import type { Config } from './config.js'
 import { errors } from './errors.js'
-import { createLogger, redactUrl } from './logger.js'
+import { createLogger, RequestLog, redactUrl } from './logger.js'
 import { authPlugin } from './plugins/auth.js'
 import { busPlugin } from './plugins/bus.js'
 import { docsPlugin } from './plugins/docs.js'
@@ -150,6 +150,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     ...fastifyTlsOptions(config.tls),
     requestIdHeader: false,
     genReqId: requestIdOf,
+    logController: new RequestLog(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     clientErrorHandler,
   }) as unknown as FastifyInstance

@@ -351,7 +351,7 @@ t.test('7. a client-sent x-request-id is the log request id only when short and 
   }
   const reqIds = lines
     .map((l) => JSON.parse(l) as { reqId?: string; msg?: string })
-    .filter((l) => l.msg === 'incoming request')
+    .filter((l) => l.msg === 'request completed')
     .map((l) => l.reqId)
   t.equal(reqIds.length, cases.length)
   cases.forEach(([id, kept], i) => {
