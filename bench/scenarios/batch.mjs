@@ -4,7 +4,8 @@
 // - P.batchEvents in POST /api/sse/batch of P.batchSize events: goal >= 100,000 delivered events/s;
 // - P.singleEvents as single POST /api/sse: goal >= 2x the 6,114/s measured before the verified-token
 //   cache, pre-framed chunks and O(1) broadcasts, and next to it, in the same run, the same on a fresh
-//   service with JWT_VERIFY_CACHE_SIZE=0 (every publish verifies its token);
+//   service with JWT_VERIFY_CACHE_SIZE=0 (every publish verifies its token) and on one at the default
+//   LOG_LEVEL=info (the others run at warn);
 // - over Redis (runRedis, on scenario 6's two instances, N/2 users on each): the batches again,
 //   alternating between the instances: goal >= 50,000 delivered events/s.
 // The floor (bench/floor.mjs) runs the same batches and single POSTs on streams opened with `?userId=`:
@@ -59,6 +60,9 @@ async function freshSingles(ctx, target, name, extraEnv, label) {
   return withServer(ctx, target.kind, { name, extraEnv }, async (fresh) => {
     await openConnections(ctx, fresh, ctx.N, target.kind === 'service' ? 'token' : 'query')
     await sleep(1000)
+    // Warmed up as the main server is by its batches before its single POSTs: compiled code on both sides.
+    await targetedBurst(ctx, fresh, Math.ceil(ctx.P.singleEvents / 3), 1, `single POSTs, ${label}, warm-up`)
+    await sleep(500)
     return { single: await targetedBurst(ctx, fresh, ctx.P.singleEvents, 1, `single POSTs, ${label}`) }
   })
 }
@@ -90,6 +94,8 @@ export async function run(ctx, target) {
     { JWT_VERIFY_CACHE_SIZE: '0' },
     'no token cache',
   )
+  // The service runs at LOG_LEVEL=warn here; a new user's service logs at info.
+  r.info = await freshSingles(ctx, target, 'batch-info', { LOG_LEVEL: 'info' }, 'LOG_LEVEL=info')
   r.singleVsBefore = r.single.deliveredPerSec / SINGLE_BEFORE
   r.singleVsNoCache = r.single.deliveredPerSec / r.noCache.single.deliveredPerSec
   ctx.log(
@@ -178,6 +184,12 @@ export function rows(ctx, runs) {
         checks: [limit('>=', 2, 'x', { quickSkip: true })],
       }),
       ...burstRows('single POSTs, JWT_VERIFY_CACHE_SIZE=0', 'noCache.single', { kind: 'service' }),
+      ...burstRows('single POSTs, LOG_LEVEL=info', 'info.single', { kind: 'service' }),
+      figure('  single POSTs: LOG_LEVEL=info / warn', {
+        runs,
+        value: ownRatio(runs, 'service', 'batch.info.single.deliveredPerSec', 'batch.single.deliveredPerSec'),
+        asRatio: true,
+      }),
       ...onFastifyRows(runs),
       figure('  single POSTs: token cache / none', {
         runs,
