@@ -69,16 +69,21 @@ export function createLogger(config: Config, options: LoggerOptions = {}): Logge
 /** The routes a busy backend calls thousands of times a second; metrics count them. */
 const PUBLISH_ROUTES = new Set(['/api/sse', '/api/sse/batch'])
 
+function isPublish(request: FastifyRequest): boolean {
+  return request.method === 'POST' && PUBLISH_ROUTES.has(request.routeOptions.url ?? '')
+}
+
 /**
- * One log line per request, when it completes: method, URL (tokens redacted), status and time,
- * at info. The `incoming request` line is at debug (the completion line says as much), and so is
- * the completion of a successful publish: at thousands per second those lines would cost the
- * service about a third of its CPU, and `sse_events_published_total` counts them. A refused
- * publish is still logged once (`request rejected`), errors at error.
+ * Fastify's two lines per request (`incoming request`, `request completed`) at info, except for
+ * publishes: their incoming line is at debug, and so is the completion of a successful one. At
+ * thousands per second those lines would cost the service about a quarter of its CPU, and
+ * `sse_events_published_total` counts them; a refused publish is still logged once
+ * (`request rejected`, then its completion), errors at error.
  */
 export class RequestLog extends LogController {
   override incomingRequest(request: FastifyRequest): void {
-    request.log.debug({ req: request }, 'incoming request')
+    if (isPublish(request)) request.log.debug({ req: request }, 'incoming request')
+    else request.log.info({ req: request }, 'incoming request')
   }
 
   override requestCompleted(
@@ -87,18 +92,12 @@ export class RequestLog extends LogController {
     reply: FastifyReply,
   ): void {
     if (error) {
-      reply.log.error(
-        { req: request, res: reply, err: error, responseTime: reply.elapsedTime },
-        'request errored',
-      )
+      reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
       return
     }
-    const quiet =
-      reply.statusCode < 300 &&
-      request.method === 'POST' &&
-      PUBLISH_ROUTES.has(request.routeOptions.url ?? '')
+    // The URL too: a publish's incoming line may not have been written.
     const fields = { req: request, res: reply, responseTime: reply.elapsedTime }
-    if (quiet) reply.log.debug(fields, 'request completed')
+    if (reply.statusCode < 300 && isPublish(request)) reply.log.debug(fields, 'request completed')
     else reply.log.info(fields, 'request completed')
   }
 }
