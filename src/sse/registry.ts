@@ -45,8 +45,8 @@ export abstract class ConnectionRegistry {
   }
 
   /** The open connections of a user here. */
-  clientsOf(userId: string): ReadonlySet<SseClient> {
-    return this.indexes.byUser.get(userId) ?? new Set()
+  clientsOf(userId: string): Iterable<SseClient> {
+    return this.indexes.byUser.get(userId) ?? []
   }
 
   userConnectionCount(userId: string): number {
