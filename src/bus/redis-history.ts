@@ -18,7 +18,7 @@ export interface RedisHistoryOptions {
    * others included) before it gives up with `recovered: false`.
    */
   replayMaxBytes: number
-  /** Encodes an event for the wire (the manager's `createEvent`). */
+  /** An event as the wire needs it, framed once (the cluster's `toStored`). */
   toStored(event: BusEvent): StoredEvent
   /** The last id this instance delivered: what a new stream is told is the latest. */
   latestId(): string | null

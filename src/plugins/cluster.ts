@@ -8,7 +8,7 @@ import type { RedisTopicPresence } from '../bus/redis-topic-presence.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import type { SseClient } from '../sse/client.js'
-import type { EventHistory } from '../sse/history.js'
+import type { EventHistory, StoredEvent } from '../sse/history.js'
 import { LazyStoredEvent } from '../sse/lazy-event.js'
 import type { NotificationType, PublishResult, SseManager, TopicPresence } from '../sse/manager.js'
 import {
@@ -82,13 +82,12 @@ export class Cluster {
     return this.#redis?.history
   }
 
-  /** Encodes an event from the bus once for this instance: every local recipient shares the bytes. */
-  toStored = (event: BusEvent) => {
-    const manager = this.#requireManager()
-    return event.json === undefined
-      ? manager.createEvent(event.id, event.event, event.data, event.target, event.publishedAt)
-      : manager.createEvent(event.id, event.event, undefined, event.target, event.publishedAt, event.json)
-  }
+  /**
+   * An event from the bus as this instance stores and sends it: encoded once, the first time
+   * something reads its frame (a local recipient, the in-memory history), and never when nothing
+   * here does (an event for connections on other instances, with the history in Redis).
+   */
+  toStored = (event: BusEvent): StoredEvent => new LazyStoredEvent(event)
 
   /** Starts receiving from the bus into `manager`, and reporting to the other instances. */
   async attach(manager: SseManager): Promise<void> {
@@ -103,8 +102,7 @@ export class Cluster {
     })
     const record = this.bus.kind === 'memory'
     await this.bus.subscribe((event) => {
-      // A shared history keeps it: encoded here only if a local connection gets it.
-      const delivered = manager.deliver(record ? this.toStored(event) : new LazyStoredEvent(event), record)
+      const delivered = manager.deliver(this.toStored(event), record)
       this.#pending.get(event.origin)?.(delivered, event.origin)
     })
     const redis = this.#redis

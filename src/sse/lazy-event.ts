@@ -12,6 +12,14 @@ export interface LazySource {
   readonly publishedAt: number
 }
 
+/** The frame of an event from the bus: from its stored JSON text when it has one (its data is then never parsed). */
+export function frameOf(source: LazySource): Buffer {
+  const { id, event, json } = source
+  return encodeFrame(
+    json === undefined ? { id, event, data: source.data } : { id, event, data: undefined, json },
+  )
+}
+
 /**
  * A stored event whose frame is encoded the first time it is read. An instance on a shared bus
  * hears every event of the deployment, many of them only for connections on other instances:
@@ -36,12 +44,7 @@ export class LazyStoredEvent implements StoredEvent {
   get frame(): Buffer {
     const source = this.#source
     if (source !== null) {
-      const json = source.json
-      this.#frame = encodeFrame(
-        json === undefined
-          ? { id: this.id, event: this.event, data: source.data }
-          : { id: this.id, event: this.event, data: undefined, json },
-      )
+      this.#frame = frameOf(source)
       this.#source = null
     }
     return this.#frame as Buffer

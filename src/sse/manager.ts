@@ -157,19 +157,15 @@ export class SseManager extends ConnectionRegistry {
     return this.sendToUsers('notification', { title, message, type, timestamp }, [userId])
   }
 
-  /**
-   * Builds the stored form of an event: encoded once, shared by every recipient. `json`, when
-   * given, is `data` already serialized (read back from Redis) and is used as it is.
-   */
+  /** Builds the stored form of an event: encoded once, shared by every recipient. */
   createEvent(
     id: string,
     event: string,
     data: unknown,
     target: EventTarget,
     publishedAt = this.now(),
-    json?: string,
   ): StoredEvent {
-    return { id, event, frame: encodeFrame({ id, event, data, json }), target, publishedAt }
+    return { id, event, frame: encodeFrame({ id, event, data }), target, publishedAt }
   }
 
   /**
