@@ -242,11 +242,13 @@ export function deliverTo(
       const client = indexes.clients.get(clientIds[0] as string)
       return client === undefined ? 0 : fanout.enqueue(client, stored)
     }
-    const set =
+    const entry =
       userIds !== undefined && userIds.length === 1
-        ? indexes.byUser.get(userIds[0] as string)
-        : indexes.byTopic.get(topics?.[0] as string)
-    for (const client of set ?? []) delivered += fanout.enqueue(client, stored)
+        ? indexes.byUser.entry(userIds[0] as string)
+        : indexes.byTopic.entry(topics?.[0] as string)
+    if (entry === undefined) return 0
+    if (!(entry instanceof Set)) return fanout.enqueue(entry as SseClient, stored)
+    for (const client of entry) delivered += fanout.enqueue(client, stored)
     return delivered
   }
   const stamp = nextStamp()

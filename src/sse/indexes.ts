@@ -45,6 +45,11 @@ export class ClientSetIndex {
     return entry === undefined || entry instanceof Set ? entry : [entry]
   }
 
+  /** What `key` holds, as it is: one connection or a Set of them (the fan-out's path, nothing allocated). */
+  entry(key: string): SseClient | ReadonlySet<SseClient> | undefined {
+    return this.#entries.get(key)
+  }
+
   count(key: string): number {
     const entry = this.#entries.get(key)
     return entry === undefined ? 0 : entry instanceof Set ? entry.size : 1
