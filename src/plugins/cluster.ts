@@ -125,9 +125,36 @@ export class Cluster {
    * take it.
    */
   async publish(event: string, data: unknown, target: EventTarget, send?: BusSender): Promise<PublishResult> {
-    const result = (await this.publishBatch([{ event, data, target }], send))[0]
-    if (result === undefined || result instanceof Error) throw result ?? new errors.SSE_ERR_INTERNAL()
-    return result
+    // publishBatch's work for one event, without its per-batch Map and arrays (this is every single POST).
+    const origin = `${this.instanceId}:${++this.#seq}`
+    let delivered = -1
+    let wake: (() => void) | undefined
+    this.#pending.set(origin, (n) => {
+      delivered = n
+      wake?.()
+    })
+    try {
+      const [id] = await (send ?? ((messages) => this.bus.publishMany(messages)))([
+        { event, data, target, origin },
+      ])
+      if (typeof id !== 'string') throw id ?? new errors.SSE_ERR_INTERNAL()
+      this.#accepted++
+      if (delivered < 0) await this.#heard((w) => (wake = w))
+      return { id, delivered: Math.max(0, delivered) }
+    } finally {
+      this.#pending.delete(origin)
+    }
+  }
+
+  /** Waits for `setWake`'s callback to be called, at most LOCAL_DELIVERY_WAIT_MS. */
+  #heard(setWake: (wake: () => void) => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
+      setWake(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
   }
 
   /**
@@ -156,15 +183,7 @@ export class Cluster {
       )
       waiting = ids.filter((id) => typeof id === 'string').length
       this.#accepted += waiting
-      if (delivered.size < waiting) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
-          wake = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-      }
+      if (delivered.size < waiting) await this.#heard((w) => (wake = w))
       return ids.map((id, i) =>
         typeof id === 'string' ? { id, delivered: delivered.get(origins[i] as string) ?? 0 } : id,
       )
