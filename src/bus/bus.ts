@@ -12,6 +12,8 @@ export interface BusMessage {
    * when it hears them back (to report how many local connections got them).
    */
   readonly origin: string
+  /** `data` as JSON text, when the publisher already has it: the bus carries it instead of encoding `data` again. */
+  readonly json?: string
 }
 
 /** A message as every subscriber receives it: with the id the bus assigned. */
@@ -20,7 +22,7 @@ export interface BusEvent extends BusMessage {
   readonly id: string
   /** Epoch ms at which the bus accepted it. */
   readonly publishedAt: number
-  /** `data` as the JSON text it travelled as (Redis), when the bus has it: frames use it as it is. */
+  /** `data` as JSON text when the bus has it (as it travelled over Redis, or as it was published): frames use it as it is. */
   readonly json?: string
 }
 

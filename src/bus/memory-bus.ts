@@ -64,6 +64,7 @@ export class MemoryBus implements Bus {
       data: message.data,
       target: message.target,
       origin: message.origin,
+      json: message.json,
       id,
       publishedAt: ids.lastTime,
     }

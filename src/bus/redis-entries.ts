@@ -26,7 +26,12 @@ function encodeTarget(target: EventTarget): string {
 
 /** The four values of an entry, in the order the append script takes them. */
 export function valuesOf(message: BusMessage): [string, string, string, string] {
-  return [message.event, JSON.stringify(message.data) ?? 'null', encodeTarget(message.target), message.origin]
+  return [
+    message.event,
+    message.json ?? JSON.stringify(message.data) ?? 'null',
+    encodeTarget(message.target),
+    message.origin,
+  ]
 }
 
 /** A list of strings, or undefined for anything else (a target field this service did not write). */

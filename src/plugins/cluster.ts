@@ -38,6 +38,8 @@ export interface BatchItem {
   readonly event: string
   readonly data: unknown
   readonly target: EventTarget
+  /** `data` as JSON text, when the caller has already encoded it (the bus then does not). */
+  readonly json?: string
 }
 
 /** How long a POST waits to hear its own event back from Redis, to count local deliveries. */
@@ -178,6 +180,7 @@ export class Cluster {
           event: item.event,
           data: item.data,
           target: item.target,
+          json: item.json,
           origin: origins[i] as string,
         })),
       )

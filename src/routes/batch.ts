@@ -7,6 +7,7 @@ import { SCOPES } from '../plugins/auth.js'
 import type { BatchItem } from '../plugins/cluster.js'
 import { type Answer, IdempotencyHeaders } from '../plugins/idempotency.js'
 import { errorResponses } from '../schemas.js'
+import { toJson } from '../sse/frame.js'
 import { checkEvent, SendBody, SendResult } from './send.js'
 
 export const MAX_BATCH_EVENTS = 1000
@@ -118,10 +119,18 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
       throw new errors.SSE_ERR_INVALID_EVENT(`${where} ${first?.message ?? 'is not a valid event'}`)
     }
     const body = raw as SendBody
-    if (Buffer.byteLength(JSON.stringify(raw)) > config.maxPayloadBytes) {
+    // The depth first: JSON.stringify recurses, and data nested 100,000 deep would overflow its stack.
+    const target = checkEvent(body, config.maxDataDepth)
+    // Encoded once: the size check reads it and the bus carries it, so the frame is not encoded again.
+    const json = toJson(body.data)
+    if (itemBytes(body, json) > config.maxPayloadBytes) {
       throw new errors.SSE_ERR_EVENT_TOO_LARGE(config.maxPayloadBytes)
     }
-    const target = checkEvent(body, config.maxDataDepth)
-    return { event: body.event, data: body.data, target }
+    return { event: body.event, data: body.data, target, json }
   }
+}
+
+/** The bytes of `item` as JSON, its data encoded as `json`: the rest of it is encoded with a 1-byte data. */
+export function itemBytes(item: SendBody, json: string): number {
+  return Buffer.byteLength(JSON.stringify({ ...item, data: 0 })) - 1 + Buffer.byteLength(json)
 }

@@ -92,6 +92,43 @@ t.test('bad events are refused in place, the rest published in order: 207', asyn
   s.close()
 })
 
+t.test('an event nested far past MAX_DATA_DEPTH is refused as too deep, not failed', async (t) => {
+  const { url } = await serve(t, { maxDataDepth: 32 })
+  // 200,000 levels: deeper than JSON.stringify's stack, so the depth must be checked before encoding.
+  const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`
+  const res = await postRaw(
+    url,
+    '/api/sse/batch',
+    `{"events":[{"event":"e","data":${deep},"broadcast":true},{"event":"e","data":1,"broadcast":true}]}`,
+    { 'content-type': 'application/json', authorization: `Bearer ${PUBLISHER()}` },
+  )
+  t.equal(res.status, 207)
+  const [first, second] = (res.body as { results: Record<string, unknown>[] }).results
+  t.same(first, {
+    error: { statusCode: 400, code: 'SSE_ERR_DATA_TOO_DEEP', message: 'data nests deeper than 32 levels' },
+  })
+  t.type(second?.id, 'string')
+})
+
+t.test('an event is held to MAX_PAYLOAD_BYTES as JSON, to the byte', async (t) => {
+  const limit = 512
+  const { url } = await serve(t, { maxPayloadBytes: limit })
+  // The event as the service encodes it: 1e2 becomes 100 and \u00e9 becomes 2 bytes of UTF-8.
+  const sized = (pad: number) => ({ event: 'e', data: { n: 100, s: `é${'a'.repeat(pad)}` }, broadcast: true })
+  const pad = limit - Buffer.byteLength(JSON.stringify(sized(0)))
+  const source = (p: number) =>
+    `{"event":"e","data":{"n":1e2,"s":"\\u00e9${'a'.repeat(p)}"},"broadcast":true}`
+  t.equal(Buffer.byteLength(JSON.stringify(sized(pad))), limit)
+  const res = await postRaw(url, '/api/sse/batch', `{"events":[${source(pad)},${source(pad + 1)}]}`, {
+    'content-type': 'application/json',
+    authorization: `Bearer ${PUBLISHER()}`,
+  })
+  t.equal(res.status, 207)
+  const results = (res.body as { results: Record<string, unknown>[] }).results
+  t.type(results[0]?.id, 'string', 'exactly MAX_PAYLOAD_BYTES: accepted')
+  t.match(results[1], { error: { statusCode: 413, code: 'SSE_ERR_EVENT_TOO_LARGE' } }, 'one byte more: 413')
+})
+
 t.test('the request itself: size, count, auth', async (t) => {
   const { url } = await serve(t, { maxBatchBytes: 4096 })
   expectError(t, await post(url, '/api/sse/batch', { events: [] }, PUBLISHER()), 400, 'FST_ERR_VALIDATION')

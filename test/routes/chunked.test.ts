@@ -5,7 +5,7 @@ import http from 'node:http'
 import net from 'node:net'
 import t from 'tap'
 import { encodeFrame } from '../../src/sse/frame.js'
-import { mint, PUBLISHER, post, serve } from '../helper.js'
+import { mint, PUBLISHER, post, postRaw, serve } from '../helper.js'
 
 /** Reads a socket until it closes, or until a chunked response has ended (a kept-alive socket stays open). */
 async function readAll(socket: net.Socket): Promise<Buffer> {
@@ -75,6 +75,20 @@ t.test('the stream is valid chunked HTTP/1.1, byte for byte what res.write sends
   }
   await send({ event: 'one', data: { a: 1 }, broadcast: true })
   await send({ event: 'mine', data: 'line\r\nbreak', userIds: ['alice'] })
+  // A batch encodes each event's data once, while validating it: its frames are the same bytes.
+  const batchText =
+    '{"events":[{"event":"b","data":{"n":1e2,"big":1E21,"s":"\\u00e9\\u2028\\r\\nx"},"broadcast":true},' +
+    '{"event":"b2","data":["\\ud83d\\ude00",-0,0.5e-7],"userIds":["alice"]}]}'
+  const batch = await postRaw(url, '/api/sse/batch', batchText, {
+    'content-type': 'application/json',
+    authorization: `Bearer ${PUBLISHER()}`,
+  })
+  t.equal(batch.status, 202)
+  const sent = (JSON.parse(batchText) as { events: { event: string; data: unknown }[] }).events
+  for (const [i, r] of (batch.body as { results: { id: string }[] }).results.entries()) {
+    const item = sent[i] as { event: string; data: unknown }
+    expected.push(encodeFrame({ id: r.id, event: item.event, data: item.data }))
+  }
   // A burst of broadcasts and targeted events in one turn, and frames big enough to be written in pieces.
   const burst: Promise<unknown>[] = []
   for (let i = 0; i < 5; i++) {
