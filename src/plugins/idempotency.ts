@@ -6,6 +6,7 @@ import { Type } from 'typebox'
 import type { IdempotencyStore, PublishOutcome } from '../bus/idempotency.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
+import { jsonText } from '../json-text.js'
 import { type BusSender, LOCAL_DELIVERY_WAIT_MS } from './cluster.js'
 
 /** 1 to 128 visible ASCII characters: no spaces, no control characters, nothing else. */
@@ -138,7 +139,7 @@ export const idempotencyPlugin = fp<{ config: Config }>(
         const raw = request.headers['idempotency-key']
         if (typeof raw !== 'string') return work.publish(undefined)
         const key = sha256(`${work.route}\n${request.auth?.userId ?? ''}\n${raw}`)
-        const fingerprint = sha256(JSON.stringify(request.body ?? null))
+        const fingerprint = sha256(jsonText(request.body ?? null))
         // A record that vanished (expired, or its first stored nothing) lets this request go first.
         for (let attempt = 0; ; attempt++) {
           let clean = false

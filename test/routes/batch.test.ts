@@ -108,6 +108,25 @@ t.test('an event nested far past MAX_DATA_DEPTH is refused as too deep, not fail
     error: { statusCode: 400, code: 'SSE_ERR_DATA_TOO_DEEP', message: 'data nests deeper than 32 levels' },
   })
   t.type(second?.id, 'string')
+  // With an Idempotency-Key the whole body is fingerprinted: that too must read it without recursing.
+  const keyed = async () =>
+    postRaw(
+      url,
+      '/api/sse/batch',
+      `{"events":[{"event":"e","data":${deep},"broadcast":true},{"event":"e","data":1,"broadcast":true}]}`,
+      {
+        'content-type': 'application/json',
+        authorization: `Bearer ${PUBLISHER()}`,
+        'idempotency-key': 'deep-batch-1',
+      },
+    )
+  const firstKeyed = await keyed()
+  t.equal(firstKeyed.status, 207, 'with a key: the same 207')
+  t.match(firstKeyed.body, { results: [{ error: { code: 'SSE_ERR_DATA_TOO_DEEP' } }, { id: String }] })
+  const repeat = await keyed()
+  t.equal(repeat.status, 207)
+  t.same(repeat.body, firstKeyed.body, 'a repeat answers the first')
+  t.equal(repeat.headers['idempotent-replayed'], 'true')
 })
 
 t.test('an event is held to MAX_PAYLOAD_BYTES as JSON, to the byte', async (t) => {
