@@ -1,3 +1,5 @@
+import { toJson } from './sse/frame.js'
+
 /**
  * `JSON.stringify(value)` for a value that `JSON.parse` made (objects, arrays, strings, numbers,
  * booleans, null), without recursion. `JSON.stringify` recurses and throws a RangeError past about
@@ -6,7 +8,7 @@
  */
 export function jsonText(value: unknown): string {
   try {
-    return JSON.stringify(value) ?? 'null'
+    return toJson(value)
   } catch (err) {
     if (!(err instanceof RangeError)) throw err
   }
@@ -26,7 +28,7 @@ export function jsonTextByLoop(value: unknown): string {
     }
     const v = next.value
     if (v === null || typeof v !== 'object') {
-      out.push(JSON.stringify(v) ?? 'null')
+      out.push(toJson(v))
     } else if (Array.isArray(v)) {
       work.push({ text: ']' })
       for (let i = v.length - 1; i >= 0; i--) {

@@ -1,4 +1,4 @@
-import type { Bus, BusEvent, BusMessage, BusStatus } from '../bus/bus.js'
+import type { Bus, BusEvent, BusStatus } from '../bus/bus.js'
 import { type BusLogger, REDIS_UNAVAILABLE } from '../bus/redis-bus.js'
 import type { RedisConnections } from '../bus/redis-connections.js'
 import type { RedisControl } from '../bus/redis-control.js'
@@ -17,6 +17,7 @@ import {
   type SubscriptionRequest,
 } from '../sse/subscriptions.js'
 import type { EventTarget } from '../sse/target.js'
+import { type BatchItem, type BusSender, Publishing } from './cluster-publish.js'
 import {
   type ClusterStats,
   type LocalPresence,
@@ -26,24 +27,6 @@ import {
   sumStats,
 } from './cluster-views.js'
 import { PresenceEvents } from './presence-events.js'
-
-/**
- * How messages reach the bus: `bus.publishMany` by default; the idempotency plugin passes one
- * that records an Idempotency-Key in the same step (and may refuse to publish a repeat).
- */
-export type BusSender = (messages: readonly BusMessage[]) => Promise<(string | Error)[]>
-
-/** One event of a batch, already validated. */
-export interface BatchItem {
-  readonly event: string
-  readonly data: unknown
-  readonly target: EventTarget
-  /** `data` as JSON text, when the caller has already encoded it (the bus then does not). */
-  readonly json?: string
-}
-
-/** How long a POST waits to hear its own event back from Redis, to count local deliveries. */
-export const LOCAL_DELIVERY_WAIT_MS = 1000
 
 export interface RedisParts {
   connections: RedisConnections
@@ -64,12 +47,10 @@ export class Cluster {
   readonly #config: Config
   readonly #redis: RedisParts | null
   readonly #log: BusLogger
-  readonly #pending = new Map<string, (delivered: number, origin: string) => void>()
+  readonly #publishing: Publishing
   #manager: SseManager | undefined
   #presenceEvents: PresenceEvents | undefined
   #timer: NodeJS.Timeout | undefined
-  #seq = 0
-  #accepted = 0
 
   constructor(config: Config, instanceId: string, bus: Bus, log: BusLogger, redis: RedisParts | null) {
     this.#config = config
@@ -77,6 +58,7 @@ export class Cluster {
     this.bus = bus
     this.#log = log
     this.#redis = redis
+    this.#publishing = new Publishing(instanceId, bus)
   }
 
   /** The shared history when events live in Redis; undefined keeps the manager's in-memory one. */
@@ -105,7 +87,7 @@ export class Cluster {
     const record = this.bus.kind === 'memory'
     await this.bus.subscribe((event) => {
       const delivered = manager.deliver(this.toStored(event), record)
-      this.#pending.get(event.origin)?.(delivered, event.origin)
+      this.#publishing.heard(event.origin, delivered)
     })
     const redis = this.#redis
     if (redis === null) return
@@ -127,72 +109,17 @@ export class Cluster {
    * take it.
    */
   async publish(event: string, data: unknown, target: EventTarget, send?: BusSender): Promise<PublishResult> {
-    // publishBatch's work for one event, without its per-batch Map and arrays (this is every single POST).
-    const origin = `${this.instanceId}:${++this.#seq}`
-    let delivered = -1
-    let wake: (() => void) | undefined
-    this.#pending.set(origin, (n) => {
-      delivered = n
-      wake?.()
-    })
-    try {
-      const [id] = await (send ?? ((messages) => this.bus.publishMany(messages)))([
-        { event, data, target, origin },
-      ])
-      if (typeof id !== 'string') throw id ?? new errors.SSE_ERR_INTERNAL()
-      this.#accepted++
-      if (delivered < 0) await this.#heard((w) => (wake = w))
-      return { id, delivered: Math.max(0, delivered) }
-    } finally {
-      this.#pending.delete(origin)
-    }
-  }
-
-  /** Waits for `setWake`'s callback to be called, at most LOCAL_DELIVERY_WAIT_MS. */
-  #heard(setWake: (wake: () => void) => void): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
-      setWake(() => {
-        clearTimeout(timer)
-        resolve()
-      })
-    })
+    const result = (await this.publishBatch([{ event, data, target }], send))[0]
+    if (result === undefined || result instanceof Error) throw result ?? new errors.SSE_ERR_INTERNAL()
+    return result
   }
 
   /**
    * Publishes several events in order, in one round trip to the bus; each settles on its own
    * (an id and this instance's deliveries, or the error).
    */
-  async publishBatch(items: readonly BatchItem[], send?: BusSender): Promise<(PublishResult | Error)[]> {
-    const delivered = new Map<string, number>()
-    const origins = items.map(() => `${this.instanceId}:${++this.#seq}`)
-    let wake: (() => void) | undefined
-    let waiting = 0
-    // One callback for the whole batch: it learns which event by its origin.
-    const heard = (n: number, origin: string) => {
-      delivered.set(origin, n)
-      if (delivered.size >= waiting) wake?.()
-    }
-    for (const origin of origins) this.#pending.set(origin, heard)
-    try {
-      const ids = await (send ?? ((messages) => this.bus.publishMany(messages)))(
-        items.map((item, i) => ({
-          event: item.event,
-          data: item.data,
-          target: item.target,
-          json: item.json,
-          origin: origins[i] as string,
-        })),
-      )
-      waiting = ids.filter((id) => typeof id === 'string').length
-      this.#accepted += waiting
-      if (delivered.size < waiting) await this.#heard((w) => (wake = w))
-      return ids.map((id, i) =>
-        typeof id === 'string' ? { id, delivered: delivered.get(origins[i] as string) ?? 0 } : id,
-      )
-    } finally {
-      for (const origin of origins) this.#pending.delete(origin)
-    }
+  publishBatch(items: readonly BatchItem[], send?: BusSender): Promise<(PublishResult | Error)[]> {
+    return this.#publishing.publishBatch(items, send)
   }
 
   /** `notification` with `{title, message, type, timestamp}` to every connection of `userId`, on every instance. */
@@ -344,7 +271,7 @@ export class Cluster {
   }
 
   #report(): InstanceReport {
-    return reportOf(this.instanceId, this.#requireManager().stats(), this.#accepted)
+    return reportOf(this.instanceId, this.#requireManager().stats(), this.#publishing.accepted)
   }
 
   *#userCounts(): Iterable<[string, number]> {

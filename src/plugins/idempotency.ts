@@ -7,7 +7,7 @@ import type { IdempotencyStore, PublishOutcome } from '../bus/idempotency.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import { jsonText } from '../json-text.js'
-import { type BusSender, LOCAL_DELIVERY_WAIT_MS } from './cluster.js'
+import { type BusSender, LOCAL_DELIVERY_WAIT_MS } from './cluster-publish.js'
 
 /** 1 to 128 visible ASCII characters: no spaces, no control characters, nothing else. */
 const KEY = /^[\x21-\x7e]{1,128}$/

@@ -4,7 +4,7 @@ import { Compile } from 'typebox/compile'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import { SCOPES } from '../plugins/auth.js'
-import type { BatchItem } from '../plugins/cluster.js'
+import type { BatchItem } from '../plugins/cluster-publish.js'
 import { type Answer, IdempotencyHeaders } from '../plugins/idempotency.js'
 import { errorResponses } from '../schemas.js'
 import { toJson } from '../sse/frame.js'
@@ -131,6 +131,6 @@ export const batchRoutes: FastifyPluginAsync<{ config: Config }> = async (app, {
 }
 
 /** The bytes of `item` as JSON, its data encoded as `json`: the rest of it is encoded with a 1-byte data. */
-export function itemBytes(item: SendBody, json: string): number {
+function itemBytes(item: SendBody, json: string): number {
   return Buffer.byteLength(JSON.stringify({ ...item, data: 0 })) - 1 + Buffer.byteLength(json)
 }
