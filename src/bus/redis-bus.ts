@@ -2,7 +2,7 @@ import type { RedisClientType } from 'redis'
 import { errors } from '../errors.js'
 import type { Bus, BusHandler, BusMessage, BusStatus } from './bus.js'
 import type { IdempotentPublish, PublishOutcome } from './idempotency.js'
-import { eventsBytesKey, eventsKey, valuesOf } from './redis-entries.js'
+import { eventsBytesKey, eventsKey, eventsLargeKey, valuesOf } from './redis-entries.js'
 import { ReaderPacer } from './redis-pacer.js'
 import { StreamReader } from './redis-reader.js'
 import { ReplicaWaits } from './redis-replicas.js'
@@ -92,6 +92,7 @@ export class RedisBus implements Bus {
   readonly #stream: StreamReader
   readonly #key: string
   readonly #bytesKey: string
+  readonly #largeKey: string
   readonly #maxLength: number
   readonly #maxBytes: number
   readonly #maxPendingBytes: number
@@ -107,6 +108,7 @@ export class RedisBus implements Bus {
     this.#publisher = options.publisher ?? options.commands
     this.#key = eventsKey(options.prefix)
     this.#bytesKey = eventsBytesKey(options.prefix)
+    this.#largeKey = eventsLargeKey(options.prefix)
     this.#maxLength = Math.max(options.maxLength, MIN_STREAM_LENGTH)
     this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER
     this.#maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
@@ -114,6 +116,7 @@ export class RedisBus implements Bus {
     this.#stream = new StreamReader({
       reader: options.reader,
       key: this.#key,
+      largeKey: this.#largeKey,
       blockMs: options.blockMs ?? 5000,
       log: this.#log,
       ...(options.onGap ? { onGap: options.onGap } : {}),
@@ -199,7 +202,8 @@ export class RedisBus implements Bus {
 
   /** Trims entries older than `minId` (HISTORY_TTL_MS), keeping the byte total exact. */
   async trim(minId: string): Promise<void> {
-    await runScript(this.#commands, APPEND, [this.#key, this.#bytesKey], this.#limits(minId, '', 0, 0))
+    const keys = [this.#key, this.#bytesKey, this.#largeKey]
+    await runScript(this.#commands, APPEND, keys, this.#limits(minId, '', 0, 0))
   }
 
   #limits(minId: string, fingerprint: string, ttlMs: number, n: number): string[] {
@@ -246,7 +250,8 @@ export class RedisBus implements Bus {
     // `room` counted these events in flight; the script's answer ends that.
     this.#pendingBytes += bytes
     try {
-      const keys = once === null ? [this.#key, this.#bytesKey] : [this.#key, this.#bytesKey, once.key]
+      const keys = [this.#key, this.#bytesKey, this.#largeKey]
+      if (once !== null) keys.push(once.key)
       let reply: string[]
       let seq = 0
       try {

@@ -19,6 +19,11 @@ export function eventsBytesKey(prefix: string): string {
   return `${prefix}events:bytes`
 }
 
+/** The id of the newest large entry (LARGE_ENTRY_BYTES): how readers bound what one read holds. */
+export function eventsLargeKey(prefix: string): string {
+  return `${prefix}events:large`
+}
+
 function encodeTarget(target: EventTarget): string {
   if (target.broadcast === true) return '*'
   return JSON.stringify({ u: target.userIds, c: target.clientIds, p: target.topics })

@@ -3,16 +3,15 @@ import { compareEventIds } from '../sse/event-id.js'
 import type { BusHandler } from './bus.js'
 import type { BusLogger, RedisClient } from './redis-bus.js'
 import { decodeRaw } from './redis-entries.js'
-import { READ, runScript, TAIL } from './redis-scripts.js'
-
-/** One read takes at most this many entries, and stops past READ_MAX_BYTES: what a reader holds at once. */
-export const READ_COUNT = 512
-export const READ_MAX_BYTES = 1024 * 1024
+import { runScript, TAIL } from './redis-scripts.js'
+import { READ_COUNT, rangeRead, type StreamRead, scriptRead, smallUpTo } from './redis-stream-read.js'
 
 export interface StreamReaderOptions {
   /** A dedicated connection: XREAD BLOCK holds it. */
   reader: RedisClient
   key: string
+  /** Where publishing records the newest large entry's id. */
+  largeKey: string
   /** How long one XREAD blocks before the loop looks around again. */
   blockMs: number
   log: BusLogger
@@ -32,18 +31,26 @@ function messageOf(err: unknown): string {
 
 /**
  * Reads the stream on its own connection, from the last id it delivered, so that after an outage
- * or a failover it resumes exactly where it stopped. Each read is a script that also says what
- * was trimmed, so a gap is seen whatever kept the reader away (an outage, a stalled process, a
- * slow loop); XREAD BLOCK only waits for new entries, with the next read pipelined behind it.
+ * or a failover it resumes exactly where it stopped. Each read also says, atomically, what was
+ * trimmed, so a gap is seen whatever kept the reader away (an outage, a stalled process, a slow
+ * loop); XREAD BLOCK only waits for new entries, with the next read pipelined behind it. A read
+ * holds at most READ_MAX_BYTES: up to where the last read saw the stream end, with no large entry
+ * in between, it is a plain XRANGE of READ_COUNT entries; otherwise a script that sizes each entry.
  */
 export class StreamReader {
   readonly #reader: RedisClient
   readonly #key: string
+  readonly #keys: [string, string]
   readonly #blockMs: number
   readonly #log: BusLogger
   readonly #onGap: ((lastId: string) => void) | undefined
   #handler: BusHandler | undefined
   #lastId: string | null = null
+  /** Where the stream ended at the last read, and its newest large entry then: how far a plain read may go. */
+  #end = '0-0'
+  #large = '0-0'
+  /** The stream's `entries-added` at that read: `#endOrdinal - #ordinal` entries lie up to `#end`. */
+  #endOrdinal = 0
   /** How many entries the stream had received up to `#lastId` (its `entries-added` then). */
   #ordinal = 0
   /** Counts the times `#ordinal` was set anew (a start, a stream that lost its end): counts of different epochs do not compare. */
@@ -58,6 +65,7 @@ export class StreamReader {
   constructor(options: StreamReaderOptions) {
     this.#reader = options.reader
     this.#key = options.key
+    this.#keys = [options.key, options.largeKey]
     this.#blockMs = options.blockMs
     this.#log = options.log
     this.#onGap = options.onGap
@@ -164,6 +172,8 @@ export class StreamReader {
   async #run(): Promise<void> {
     let failures = 0
     let caughtUp = false
+    /** Whether `#end` was read before a delivery that took a while (or not at all yet). */
+    let stale = true
     while (!this.#closed) {
       if (!this.#reader.isReady) {
         await sleep(50)
@@ -172,40 +182,51 @@ export class StreamReader {
       try {
         if (this.#lastId === null) await this.#tail()
         const lastId = this.#lastId as string
-        // Caught up: wait for the next entry with XREAD BLOCK and read it with the script sent right
-        // behind it on the same connection. Redis runs the script the moment the XREAD returns, in the
-        // same turn as the XADD that woke it, so what was stored is read at once (no round trip in
-        // between in which a Redis without persistence could die with an entry nobody read).
-        const woken = caughtUp
-          ? this.#reader.xRead({ key: this.#key, id: lastId }, { BLOCK: this.#blockMs, COUNT: 1 })
-          : null
-        const reading = this.#read(lastId)
-        if (woken !== null) await Promise.all([woken, reading])
-        const [first, generated, added, length, raw] = await reading
+        let read: Promise<StreamRead>
+        if (caughtUp) {
+          // Caught up: wait for the next entry with XREAD BLOCK and read it with a MULTI sent right
+          // behind it on the same connection. Redis runs that the moment the XREAD returns, in the same
+          // turn as the XADD that woke it, so what was stored is read at once (no round trip in between
+          // in which a Redis without persistence could die with an entry nobody read). One entry, within
+          // bounds whatever its size; the read says where the stream ends now, for the next one.
+          const woken = this.#reader.xRead({ key: this.#key, id: lastId }, { BLOCK: this.#blockMs, COUNT: 1 })
+          read = rangeRead(this.#reader, this.#keys, lastId, '+', 1)
+          await Promise.all([woken, read])
+        } else if (stale && this.#endOrdinal - this.#ordinal < READ_COUNT) {
+          // Where the stream ended before the last delivery is old news: what came meanwhile would wait
+          // a whole delivery more. A small MULTI says where it ends now.
+          read = rangeRead(this.#reader, this.#keys, lastId, lastId, 0)
+        } else if (smallUpTo(lastId, this.#end, this.#large)) {
+          read = rangeRead(this.#reader, this.#keys, lastId, this.#end, READ_COUNT)
+        } else {
+          read = scriptRead(this.#reader, this.#keys, lastId)
+        }
+        const stream = await read
         failures = 0
         this.#lastError = null
-        this.#checkContinuity(lastId, first, generated, Number(added) - Number(length), Number(added))
-        for (const entry of raw) this.#deliver(entry)
+        this.#checkContinuity(
+          lastId,
+          stream.first,
+          stream.generated,
+          stream.added - stream.length,
+          stream.added,
+        )
+        for (const entry of stream.entries) this.#deliver(entry)
+        this.#end = stream.generated === '' ? '0-0' : stream.generated
+        this.#endOrdinal = stream.added
+        this.#large = stream.large
+        stale = stream.entries.length > 1
         this.#wake()
-        caughtUp = raw.length === 0
+        caughtUp = compareEventIds(this.#end, this.#lastId as string) <= 0
       } catch (err) {
         caughtUp = false
+        stale = true
         if (this.#closed) break
         this.#lastError = `redis: ${messageOf(err)}`
         failures++
         await sleep(Math.min(25 * 2 ** failures, 1000))
       }
     }
-  }
-
-  /** One READ script from `lastId`: what follows it, and where the stream stands. */
-  #read(lastId: string): Promise<[string, string, number, number, unknown[]]> {
-    return runScript(
-      this.#reader,
-      READ,
-      [this.#key],
-      [lastId, String(READ_COUNT), String(READ_MAX_BYTES)],
-    ) as Promise<[string, string, number, number, unknown[]]>
   }
 
   #deliver(raw: unknown): void {

@@ -10,6 +10,13 @@ import type { RedisClient } from './redis-bus.js'
 /** What one entry is counted as besides its id, field names and values: Redis's own bookkeeping. */
 export const ENTRY_OVERHEAD_BYTES = 64
 
+/**
+ * An entry whose field names and values pass this many bytes is large: publishing records the
+ * newest such id next to the stream, so that a reader knows when plain reads of 512 entries stay
+ * within a MiB and when it must size entries one by one.
+ */
+export const LARGE_ENTRY_BYTES = 2048
+
 /** `a` before `b`, for `<ms>-<seq>` ids (numbers, not strings: `9-0` is before `10-0`). */
 const BEFORE = `local function before(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -41,7 +48,7 @@ end`
 /**
  * Appends entries and keeps the stream within its bounds.
  *
- * KEYS: stream, byte total, [idempotency record].
+ * KEYS: stream, byte total, newest large entry id, [idempotency record].
  * ARGV: maxLen, maxBytes, minId ('' for none), minReplicas, maxLagSeconds, overhead, fingerprint,
  * ttlMs, n, then n times (event, data, target, origin).
  *
@@ -55,7 +62,7 @@ end`
 export const APPEND = `${BEFORE}
 ${NOW_MS}
 ${STREAM_INFO}
-local stream, counter, record = KEYS[1], KEYS[2], KEYS[3]
+local stream, counter, large, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxLen, maxBytes, minId = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local minReplicas, maxLag, overhead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local fingerprint, ttl, n = ARGV[7], ARGV[8], tonumber(ARGV[9])
@@ -83,14 +90,17 @@ local function sizeOf(id, fields)
 end
 
 local len = redis.call('XLEN', stream)
-local ids, added = {}, 0
+local ids, added, newestLarge = {}, 0, nil
 for k = 0, n - 1 do
   local at = 10 + k * 4
   local e, d, t, o = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local id = redis.call('XADD', stream, '*', 'e', e, 'd', d, 't', t, 'o', o)
   ids[#ids + 1] = id
-  added = added + #id + overhead + 4 + #e + #d + #t + #o
+  local fields = 4 + #e + #d + #t + #o
+  if fields > ${LARGE_ENTRY_BYTES} then newestLarge = id end
+  added = added + #id + overhead + fields
 end
+if newestLarge then redis.call('SET', large, newestLarge) end
 local bytes = n > 0 and redis.call('INCRBY', counter, added) or tonumber(redis.call('GET', counter) or '0')
 if bytes == added and len > 0 then
   -- The total was gone (a Redis that lost the key): size the stream once.
@@ -149,12 +159,12 @@ return {'ok', table.concat(ids, ','), tostring(total), tostring(length), tostrin
  * One read of the stream after `lastId`, with what tells whether entries after it were lost:
  * XTRIM leaves no trace of what it removed, so the reader counts entries (`entries-added` minus
  * `length` is how many were removed, oldest first) and compares with its own count.
- * KEYS: stream. ARGV: lastId, count, maxBytes. Returns {firstId, lastGeneratedId, entriesAdded,
- * length, entries}; the ids are '' when the stream does not exist. Atomic, so a trim cannot slip
+ * KEYS: stream, newest large entry id. ARGV: lastId, count, maxBytes. Returns {firstId,
+ * lastGeneratedId, entriesAdded, length, largeId, entries}; the ids are '' when the stream does not exist. Atomic, so a trim cannot slip
  * between the check and the read. Entries stop at `count` or once they pass `maxBytes` (at least
  * one is returned).
  */
-export const READ = `if redis.call('EXISTS', KEYS[1]) == 0 then return {'', '', 0, 0, {}} end
+export const READ = `if redis.call('EXISTS', KEYS[1]) == 0 then return {'', '', 0, 0, '0-0', {}} end
 ${STREAM_INFO}
 local first, last, added, len = streamInfo(KEYS[1])
 local out, bytes, cursor = {}, 0, '(' .. ARGV[1]
@@ -170,7 +180,7 @@ while #out < count and bytes < maxBytes do
   if #page < want then break end
   cursor = '(' .. page[#page][1]
 end
-return {first, last, added, len, out}`
+return {first, last, added, len, redis.call('GET', KEYS[2]) or '0-0', out}`
 
 /** Where a new reader starts. KEYS: stream. Returns {newest entry id or '0-0', entriesAdded}. */
 export const TAIL = `if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', 0} end

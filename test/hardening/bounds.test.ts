@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 import { createClient } from 'redis'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { BusEvent } from '../../src/bus/bus.js'
 import { RedisBus } from '../../src/bus/redis-bus.js'
-import { READ_MAX_BYTES } from '../../src/bus/redis-reader.js'
+import { READ_MAX_BYTES } from '../../src/bus/redis-stream-read.js'
 import { createSseMetrics } from '../../src/plugins/metrics.js'
 import {
   type EventHistory,
@@ -156,68 +156,82 @@ t.test(
   },
 )
 
+/** Publishes `sizes.length` events of those payload sizes while a reader is stalled, then checks what each of its reads held. */
+async function stalledReader(t: Test, sizes: number[]): Promise<void> {
+  const proxy = await RedisProxy.start(t, Number(new URL(TEST_REDIS_URL).port || 6379))
+  const prefix = uniquePrefix(t)
+  const publisher = await connections(t)
+  const writer = new RedisBus({
+    commands: publisher.commands,
+    reader: publisher.reader,
+    prefix,
+    maxLength: 100_000,
+  })
+  t.teardown(() => writer.close())
+  const behind = await connections(t, proxy.url)
+  const bus = new RedisBus({ commands: behind.commands, reader: behind.reader, prefix, maxLength: 100_000 })
+  t.teardown(() => bus.close())
+  // Deliveries between two turns of the event loop come from one read.
+  const reads: number[] = []
+  let current = -1
+  const got: BusEvent[] = []
+  await bus.subscribe((event) => {
+    got.push(event)
+    if (current === -1) {
+      reads.push(0)
+      current = reads.length - 1
+      setImmediate(() => {
+        current = -1
+      })
+    }
+    reads[current] = (reads[current] as number) + JSON.stringify(event.data).length
+  })
+  await sleep(100)
+  proxy.stall()
+  const n = sizes.length
+  for (let i = 0; i < n; i += 20) {
+    await writer.publishMany(
+      sizes.slice(i, i + 20).map((size, j) => ({
+        event: 'e',
+        data: { i: i + j, payload: 'r'.repeat(size) },
+        target: { broadcast: true as const },
+        origin: 'o:1',
+      })),
+    )
+  }
+  const total = sizes.reduce((sum, size) => sum + size, 0)
+  t.comment(`${(total / 1048576).toFixed(1)} MiB published while the reader was stalled`)
+  proxy.resume()
+  t.ok(await eventually(() => got.length === n, 20_000), `all ${n} delivered after it resumed`)
+  t.same(
+    got.map((e) => (e.data as { i: number }).i),
+    Array.from({ length: n }, (_, i) => i),
+    'in order, once each',
+  )
+  const largest = Math.max(...reads)
+  t.comment(`${reads.length} reads, the largest ${largest} B`)
+  t.ok(
+    largest <= READ_MAX_BYTES + 60_000,
+    `no read held more than READ_MAX_BYTES and one entry (${largest} B)`,
+  )
+  t.equal(bus.gaps, 0, 'no gap: everything was still in the stream')
+}
+
 t.test(
   "the Redis reader's backlog: one read holds at most READ_MAX_BYTES, however far behind",
   { skip: noRedis },
-  async (t) => {
-    const proxy = await RedisProxy.start(t, Number(new URL(TEST_REDIS_URL).port || 6379))
-    const prefix = uniquePrefix(t)
-    const publisher = await connections(t)
-    const writer = new RedisBus({
-      commands: publisher.commands,
-      reader: publisher.reader,
-      prefix,
-      maxLength: 100_000,
-    })
-    t.teardown(() => writer.close())
-    const behind = await connections(t, proxy.url)
-    const bus = new RedisBus({ commands: behind.commands, reader: behind.reader, prefix, maxLength: 100_000 })
-    t.teardown(() => bus.close())
-    // Deliveries between two turns of the event loop come from one read.
-    const reads: number[] = []
-    let current = -1
-    const got: BusEvent[] = []
-    await bus.subscribe((event) => {
-      got.push(event)
-      if (current === -1) {
-        reads.push(0)
-        current = reads.length - 1
-        setImmediate(() => {
-          current = -1
-        })
-      }
-      reads[current] = (reads[current] as number) + JSON.stringify(event.data).length
-    })
-    await sleep(100)
-    proxy.stall()
-    const payload = 'r'.repeat(50_000)
-    const n = 200
-    for (let i = 0; i < n; i += 20) {
-      await writer.publishMany(
-        Array.from({ length: 20 }, (_, j) => ({
-          event: 'e',
-          data: { i: i + j, payload },
-          target: { broadcast: true as const },
-          origin: 'o:1',
-        })),
-      )
-    }
-    t.comment(`${((n * 50_000) / 1048576).toFixed(1)} MiB published while the reader was stalled`)
-    proxy.resume()
-    t.ok(await eventually(() => got.length === n, 20_000), `all ${n} delivered after it resumed`)
-    t.same(
-      got.map((e) => (e.data as { i: number }).i),
-      Array.from({ length: n }, (_, i) => i),
-      'in order, once each',
-    )
-    const largest = Math.max(...reads)
-    t.comment(`${reads.length} reads, the largest ${largest} B`)
-    t.ok(
-      largest <= READ_MAX_BYTES + 60_000,
-      `no read held more than READ_MAX_BYTES and one entry (${largest} B)`,
-    )
-    t.equal(bus.gaps, 0, 'no gap: everything was still in the stream')
-  },
+  (t) =>
+    stalledReader(
+      t,
+      Array.from({ length: 200 }, () => 50_000),
+    ),
+)
+
+t.test(
+  "the Redis reader's backlog of small events with large ones among them: still READ_MAX_BYTES a read",
+  { skip: noRedis },
+  // 1,500 small events (plain reads of 512), then 40 of 50 kB, then small ones again.
+  (t) => stalledReader(t, [...Array(1500).fill(100), ...Array(40).fill(50_000), ...Array(1500).fill(100)]),
 )
 
 t.test(
