@@ -25,15 +25,27 @@ export const LOCAL_DELIVERY_WAIT_MS = 1000
  * event is tagged with an origin of this instance, and its count is known when the instance hears
  * it back (at once in memory; from Redis, when its reader gets it, at most LOCAL_DELIVERY_WAIT_MS).
  */
+/** A batch waiting to hear its events back: what each reached here, by its place in the batch. */
+interface Pending {
+  readonly first: number
+  readonly delivered: number[]
+  heard: number
+  /** How many of its events the bus accepted (heard ones only count among those); -1 until known. */
+  waiting: number
+  wake: (() => void) | undefined
+}
+
 export class Publishing {
-  readonly #instanceId: string
+  /** `<instance id>:`, what every origin of this instance starts with; the rest is its sequence number. */
+  readonly #prefix: string
   readonly #bus: Bus
-  readonly #pending = new Map<string, (delivered: number, origin: string) => void>()
+  /** By sequence number: most events heard are other instances' and never get this far. */
+  readonly #pending = new Map<number, Pending>()
   #seq = 0
   #accepted = 0
 
   constructor(instanceId: string, bus: Bus) {
-    this.#instanceId = instanceId
+    this.#prefix = `${instanceId}:`
     this.#bus = bus
   }
 
@@ -44,7 +56,14 @@ export class Publishing {
 
   /** This instance delivered the event of `origin` to `delivered` of its connections. */
   heard(origin: string, delivered: number): void {
-    this.#pending.get(origin)?.(delivered, origin)
+    if (!origin.startsWith(this.#prefix)) return
+    const seq = Number(origin.slice(this.#prefix.length))
+    const pending = this.#pending.get(seq)
+    if (pending === undefined) return
+    this.#pending.delete(seq)
+    pending.delivered[seq - pending.first] = delivered
+    pending.heard++
+    if (pending.waiting >= 0 && pending.heard >= pending.waiting) pending.wake?.()
   }
 
   /**
@@ -52,42 +71,48 @@ export class Publishing {
    * (an id and this instance's deliveries, or the error).
    */
   async publishBatch(items: readonly BatchItem[], send?: BusSender): Promise<(PublishResult | Error)[]> {
-    const delivered = new Map<string, number>()
-    const origins = items.map(() => `${this.#instanceId}:${++this.#seq}`)
-    let wake: (() => void) | undefined
-    let waiting = 0
-    // One callback for the whole batch: it learns which event by its origin.
-    const heard = (n: number, origin: string) => {
-      delivered.set(origin, n)
-      if (delivered.size >= waiting) wake?.()
+    const n = items.length
+    const pending: Pending = {
+      first: this.#seq + 1,
+      delivered: new Array(n).fill(0),
+      heard: 0,
+      waiting: -1,
+      wake: undefined,
     }
-    for (const origin of origins) this.#pending.set(origin, heard)
+    this.#seq += n
+    const messages: BusMessage[] = new Array(n)
+    for (let i = 0; i < n; i++) {
+      const item = items[i] as BatchItem
+      const seq = pending.first + i
+      this.#pending.set(seq, pending)
+      messages[i] = {
+        event: item.event,
+        data: item.data,
+        target: item.target,
+        json: item.json,
+        origin: this.#prefix + seq,
+      }
+    }
     try {
-      const ids = await (send ?? ((messages) => this.#bus.publishMany(messages)))(
-        items.map((item, i) => ({
-          event: item.event,
-          data: item.data,
-          target: item.target,
-          json: item.json,
-          origin: origins[i] as string,
-        })),
-      )
-      waiting = ids.filter((id) => typeof id === 'string').length
+      const ids = await (send ?? ((all) => this.#bus.publishMany(all)))(messages)
+      let waiting = 0
+      for (const id of ids) if (typeof id === 'string') waiting++
+      pending.waiting = waiting
       this.#accepted += waiting
-      if (delivered.size < waiting) {
+      if (pending.heard < waiting) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, LOCAL_DELIVERY_WAIT_MS)
-          wake = () => {
+          pending.wake = () => {
             clearTimeout(timer)
             resolve()
           }
         })
       }
       return ids.map((id, i) =>
-        typeof id === 'string' ? { id, delivered: delivered.get(origins[i] as string) ?? 0 } : id,
+        typeof id === 'string' ? { id, delivered: pending.delivered[i] as number } : id,
       )
     } finally {
-      for (const origin of origins) this.#pending.delete(origin)
+      for (let i = 0; i < n; i++) this.#pending.delete(pending.first + i)
     }
   }
 }

@@ -71,6 +71,34 @@ t.test('an event that reaches nobody is never encoded; once read, the frame is k
   t.equal(frame.toString(), 'event: note\nid: 5-0\ndata: {"n":5}\n\n')
 })
 
+t.test('targets come back exactly as they were written, whatever the ids hold', async (t) => {
+  const id = fc.string({ unit: 'binary', maxLength: 12 })
+  const ids = fc.array(fc.oneof(id, fc.constantFrom('"', '","', '"]', ']', '\\', '\\"', '"]}', '')), {
+    minLength: 1,
+    maxLength: 6,
+  })
+  const targets = fc.oneof(
+    ids.map((userIds) => ({ userIds })),
+    fc.record({ userIds: ids, topics: ids }),
+    fc.record({ clientIds: ids }),
+  )
+  fc.assert(
+    fc.property(targets, (target) => {
+      const { event } = decodeRaw(rawEntry('1-0', 1, target))
+      return event !== null && JSON.stringify(event.target) === JSON.stringify(target)
+    }),
+    { numRuns: 2000 },
+  )
+  t.pass('2,000 targets')
+  t.same(decodeRaw(['1-1', ['e', 'x', 'd', '1', 't', '{"u":[""]}']]).event?.target, { userIds: [''] })
+  t.same(decodeRaw(['1-2', ['e', 'x', 'd', '1', 't', '{"u":["]}']]).event, null, 'a broken list')
+  t.same(
+    decodeRaw(['1-3', ['e', 'x', 'd', '1', 't', '{"u":["a"],"c":["b"]}']]).event?.target,
+    { userIds: ['a'], clientIds: ['b'] },
+    'more than user ids',
+  )
+})
+
 t.test('entries this service did not write are refused, with their id', async (t) => {
   t.same(decodeRaw(['1-1', ['e', 'x', 'd', 'null']]), { id: '1-1', event: null }, 'no target')
   t.same(
