@@ -6,6 +6,9 @@ import { decodeRaw } from './redis-entries.js'
 import { runScript, TAIL } from './redis-scripts.js'
 import { READ_COUNT, rangeRead, type StreamRead, scriptRead, smallUpTo } from './redis-stream-read.js'
 
+/** A delivery longer than this makes where the stream ended before it old news (see `#run`). */
+const STALE_AFTER_MS = 1
+
 export interface StreamReaderOptions {
   /** A dedicated connection: XREAD BLOCK holds it. */
   reader: RedisClient
@@ -34,8 +37,9 @@ function messageOf(err: unknown): string {
  * or a failover it resumes exactly where it stopped. Each read also says, atomically, what was
  * trimmed, so a gap is seen whatever kept the reader away (an outage, a stalled process, a slow
  * loop); XREAD BLOCK only waits for new entries, with the next read pipelined behind it. A read
- * holds at most READ_MAX_BYTES: up to where the last read saw the stream end, with no large entry
- * in between, it is a plain XRANGE of READ_COUNT entries; otherwise a script that sizes each entry.
+ * holds at most READ_MAX_BYTES: after a wake it is a script that sizes each entry; behind, it is a
+ * plain XRANGE of READ_COUNT entries up to where a fresh read saw the stream end, when no large
+ * entry lies in between (the script again when one does).
  */
 export class StreamReader {
   readonly #reader: RedisClient
@@ -172,7 +176,7 @@ export class StreamReader {
   async #run(): Promise<void> {
     let failures = 0
     let caughtUp = false
-    /** Whether `#end` was read before a delivery that took a while (or not at all yet). */
+    /** Whether `#end` was read before a delivery that took a while (STALE_AFTER_MS), or not at all yet. */
     let stale = true
     while (!this.#closed) {
       if (!this.#reader.isReady) {
@@ -184,13 +188,13 @@ export class StreamReader {
         const lastId = this.#lastId as string
         let read: Promise<StreamRead>
         if (caughtUp) {
-          // Caught up: wait for the next entry with XREAD BLOCK and read it with a MULTI sent right
-          // behind it on the same connection. Redis runs that the moment the XREAD returns, in the same
+          // Caught up: wait for the next entry with XREAD BLOCK and read with the script sent right
+          // behind it on the same connection. Redis runs it the moment the XREAD returns, in the same
           // turn as the XADD that woke it, so what was stored is read at once (no round trip in between
-          // in which a Redis without persistence could die with an entry nobody read). One entry, within
-          // bounds whatever its size; the read says where the stream ends now, for the next one.
+          // in which a Redis without persistence could die with an entry nobody read), and all of it:
+          // the events of one publish reach each connection in one write.
           const woken = this.#reader.xRead({ key: this.#key, id: lastId }, { BLOCK: this.#blockMs, COUNT: 1 })
-          read = rangeRead(this.#reader, this.#keys, lastId, '+', 1)
+          read = scriptRead(this.#reader, this.#keys, lastId)
           await Promise.all([woken, read])
         } else if (stale && this.#endOrdinal - this.#ordinal < READ_COUNT) {
           // Where the stream ended before the last delivery is old news: what came meanwhile would wait
@@ -202,6 +206,7 @@ export class StreamReader {
           read = scriptRead(this.#reader, this.#keys, lastId)
         }
         const stream = await read
+        const answered = performance.now()
         failures = 0
         this.#lastError = null
         this.#checkContinuity(
@@ -215,9 +220,10 @@ export class StreamReader {
         this.#end = stream.generated === '' ? '0-0' : stream.generated
         this.#endOrdinal = stream.added
         this.#large = stream.large
-        stale = stream.entries.length > 1
+        stale = performance.now() - answered > STALE_AFTER_MS
         this.#wake()
-        caughtUp = compareEventIds(this.#end, this.#lastId as string) <= 0
+        // Caught up only as of a fresh end: what came during a long delivery is read before waiting.
+        caughtUp = !stale && compareEventIds(this.#end, this.#lastId as string) <= 0
       } catch (err) {
         caughtUp = false
         stale = true
