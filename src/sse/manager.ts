@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto'
 import { type DisconnectReason, SseClient, type SseSink } from './client.js'
 import { createEventIdGenerator, type EventIdGenerator } from './event-id.js'
 import { deliverTo, Fanout } from './fanout.js'
-import { encodeFrame, isValidEventId } from './frame.js'
-import type { ReplayWindow, StoredEvent } from './history.js'
+import { encodeFrame } from './frame.js'
+import type { StoredEvent } from './history.js'
 import { deadlineOf, goodbyeFrame, Timers } from './lifecycle.js'
 import { ConnectionRegistry } from './registry.js'
-import { writeStart } from './replay.js'
-import { type EventTarget, isEntitled } from './target.js'
+import { StreamStart } from './stream-start.js'
+import type { EventTarget } from './target.js'
 import { planSubscriptions } from './topics.js'
 import type {
   ConnectOptions,
@@ -34,7 +34,7 @@ export class SseManager extends ConnectionRegistry {
   readonly #ids: EventIdGenerator
   readonly #retryMs: number
   readonly #lifetimeMs: number
-  readonly #replayMaxBytes: number
+  readonly #start: StreamStart
   readonly #hooks: SseManagerHooks
   readonly #onSinkClose: (this: TaggedSink) => void
   #closing = false
@@ -45,7 +45,6 @@ export class SseManager extends ConnectionRegistry {
     this.#ids = options.ids ?? createEventIdGenerator(now)
     this.#retryMs = options.retryMs
     this.#lifetimeMs = options.maxConnectionLifetimeMs ?? 0
-    this.#replayMaxBytes = options.replayMaxBytes ?? Number.POSITIVE_INFINITY
     this.#hooks = options.hooks ?? {}
     this.#fanout = new Fanout({
       maxBufferedBytes: options.maxBufferedBytes,
@@ -59,6 +58,15 @@ export class SseManager extends ConnectionRegistry {
       heartbeat: () => this.heartbeat(),
       sweep: () => this.sweep(),
       expire: () => this.#expire(),
+    })
+    this.#start = new StreamStart({
+      fanout: this.#fanout,
+      history: this.eventHistory,
+      latestEventId: () => this.latestEventId(),
+      retryMs: this.#retryMs,
+      replayMaxBytes: options.replayMaxBytes ?? Number.POSITIVE_INFINITY,
+      now: () => this.now(),
+      onConnect: (client, info) => this.#hooks.onConnect?.(client, info),
     })
     const manager = this
     // One listener function shared by every sink: no closure per client.
@@ -98,30 +106,7 @@ export class SseManager extends ConnectionRegistry {
     sink.on('close', this.#onSinkClose)
     sink.on('error', this.#onSinkClose)
 
-    const lastEventId = options.lastEventId ?? null
-    if (lastEventId === null || this.eventHistory === undefined) {
-      this.#start(client, lastEventId, null)
-      return client
-    }
-    const limit = {
-      maxBytes: this.#replayMaxBytes,
-      entitled: (target: EventTarget) => isEntitled(target, client.id, client.userId, client.topics),
-    }
-    const window = isValidEventId(lastEventId)
-      ? this.eventHistory.since(lastEventId, limit)
-      : { recovered: false, events: [] }
-    if (window instanceof Promise) {
-      // Live events are held from here on and follow whatever is replayed: without a replay, the
-      // stream is caught up to what was delivered before them, not to the newest of them.
-      const caughtUpTo = this.latestEventId()
-      this.#fanout.hold(client)
-      window.then(
-        (w) => this.#start(client, lastEventId, w, caughtUpTo),
-        () => this.#start(client, lastEventId, { recovered: false, events: [] }, caughtUpTo),
-      )
-    } else {
-      this.#start(client, lastEventId, window)
-    }
+    this.#start.begin(client, options.lastEventId ?? null)
     return client
   }
 
@@ -278,27 +263,6 @@ export class SseManager extends ConnectionRegistry {
     this.indexes.add(client)
     this.#fanout.joined(client)
     if (client.expiresAt > 0) this.#timers.expiringAdded()
-  }
-
-  #start(
-    client: SseClient,
-    requestedId: string | null,
-    window: ReplayWindow | null,
-    latestId = this.latestEventId(),
-  ): void {
-    if (client.closed) return
-    const held = client.held
-    this.#fanout.release(client)
-    const info = writeStart(client, held, window, {
-      requestedId,
-      latestId,
-      retryMs: this.#retryMs,
-      now: this.now(),
-      maxBytes: this.#replayMaxBytes,
-    })
-    // First bytes go out now, not on the next turn; a replay is judged by how fast it drains.
-    this.#fanout.flushClient(client)
-    this.#hooks.onConnect?.(client, info)
   }
 
   #dropSlow(client: SseClient): void {

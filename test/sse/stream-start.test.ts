@@ -48,10 +48,13 @@ class SlowHistory implements EventHistory {
   get size() {
     return this.inner.size
   }
+  /** Set to make the next since() fail when released, as a store that went away does. */
+  fail = false
   since(id: string): Promise<ReplayWindow> {
     const window = this.inner.since(id)
-    return new Promise((resolve) => {
-      this.release = () => resolve(window)
+    const fail = this.fail
+    return new Promise((resolve, reject) => {
+      this.release = () => (fail ? reject(new Error('the store went away')) : resolve(window))
     })
   }
 }
@@ -143,5 +146,40 @@ t.test(
     history.release?.()
     await tick()
     t.equal(sink.chunks.length, 0)
+  },
+)
+
+t.test(
+  'a replay whose history fails starts the stream unrecovered, and the held events still follow once',
+  async (t) => {
+    const { history, manager } = managerWithSlowHistory(t)
+    const first = manager.broadcast('e', 0).id
+    const before = manager.broadcast('e', 1).id
+    history.fail = true
+    const sink = new FakeSink()
+    manager.connect(sink, { userId: 'u', lastEventId: first })
+    const during = manager.broadcast('e', 2).id
+    await tick()
+    t.equal(sink.chunks.length, 0, 'nothing is written while the history is asked')
+    history.release?.()
+    await tick()
+    await tick()
+    const events = sink.events()
+    t.same(
+      events.map((e) => [e.event, e.id]),
+      [
+        ['connected', before],
+        ['e', during],
+      ],
+      'connected names the id caught up to before the held event; nothing is replayed',
+    )
+    t.match(JSON.parse(events[0]?.data ?? '{}'), { recovered: false, replayed: 0, lastEventId: before })
+    const after = manager.broadcast('e', 3).id
+    await tick()
+    t.same(
+      sink.events().map((e) => e.id),
+      [before, during, after],
+      'live events flow again after the failure',
+    )
   },
 )
