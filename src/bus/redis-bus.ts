@@ -6,7 +6,14 @@ import { eventsBytesKey, eventsKey, eventsLargeKey, valuesOf } from './redis-ent
 import { ReaderPacer } from './redis-pacer.js'
 import { StreamReader } from './redis-reader.js'
 import { ReplicaWaits } from './redis-replicas.js'
-import { APPEND, ENTRY_OVERHEAD_BYTES, runScript, SET_RECORD } from './redis-scripts.js'
+import {
+  APPEND,
+  type AppendLimits,
+  appendArgs,
+  appendReplyOf,
+  runScript,
+  SET_RECORD,
+} from './redis-scripts.js'
 
 export type RedisClient = RedisClientType
 
@@ -24,12 +31,6 @@ const SILENT: BusLogger = { info() {}, warn() {}, error() {} }
 
 /** The transport keeps at least this many entries, whatever HISTORY_SIZE says: it is also the buffer for slow readers. */
 export const MIN_STREAM_LENGTH = 1000
-/**
- * A replica counts for REDIS_WAIT_REPLICAS only when it acknowledged within this (it does every
- * second): Redis's own default for `min-replicas-max-lag`. A replica that lags less still has to
- * confirm each publish through WAIT.
- */
-const MAX_REPLICA_LAG_S = 10
 
 export interface RedisBusOptions {
   /** For short commands (and publishing, without `publisher`). */
@@ -93,8 +94,7 @@ export class RedisBus implements Bus {
   readonly #key: string
   readonly #bytesKey: string
   readonly #largeKey: string
-  readonly #maxLength: number
-  readonly #maxBytes: number
+  readonly #limits: AppendLimits
   readonly #maxPendingBytes: number
   readonly #replicas: ReplicaWaits
   readonly #log: BusLogger
@@ -109,8 +109,6 @@ export class RedisBus implements Bus {
     this.#key = eventsKey(options.prefix)
     this.#bytesKey = eventsBytesKey(options.prefix)
     this.#largeKey = eventsLargeKey(options.prefix)
-    this.#maxLength = Math.max(options.maxLength, MIN_STREAM_LENGTH)
-    this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER
     this.#maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
     this.#log = options.log ?? SILENT
     this.#stream = new StreamReader({
@@ -121,16 +119,17 @@ export class RedisBus implements Bus {
       log: this.#log,
       ...(options.onGap ? { onGap: options.onGap } : {}),
     })
-    this.#replicas = new ReplicaWaits(
-      this.#publisher,
-      options.waitReplicas ?? 0,
-      options.waitTimeoutMs ?? 1000,
-      this.#log,
-    )
+    const replicas = options.waitReplicas ?? 0
+    this.#replicas = new ReplicaWaits(this.#publisher, replicas, options.waitTimeoutMs ?? 1000, this.#log)
+    this.#limits = {
+      maxLength: Math.max(options.maxLength, MIN_STREAM_LENGTH),
+      maxBytes: options.maxBytes ?? Number.MAX_SAFE_INTEGER,
+      replicas,
+    }
     this.#pacer = new ReaderPacer({
       reader: this.#stream,
-      maxLength: this.#maxLength,
-      maxBytes: this.#maxBytes,
+      maxLength: this.#limits.maxLength,
+      maxBytes: this.#limits.maxBytes,
       lagWaitMs: options.lagWaitMs ?? 5000,
       log: this.#log,
     })
@@ -203,21 +202,7 @@ export class RedisBus implements Bus {
   /** Trims entries older than `minId` (HISTORY_TTL_MS), keeping the byte total exact. */
   async trim(minId: string): Promise<void> {
     const keys = [this.#key, this.#bytesKey, this.#largeKey]
-    await runScript(this.#commands, APPEND, keys, this.#limits(minId, '', 0, 0))
-  }
-
-  #limits(minId: string, fingerprint: string, ttlMs: number, n: number): string[] {
-    return [
-      String(this.#maxLength),
-      String(this.#maxBytes),
-      minId,
-      String(this.#replicas.wanted),
-      String(MAX_REPLICA_LAG_S),
-      String(ENTRY_OVERHEAD_BYTES),
-      fingerprint,
-      String(ttlMs),
-      String(n),
-    ]
+    await runScript(this.#commands, APPEND, keys, appendArgs(this.#limits, minId, '', 0, 0))
   }
 
   async #append(messages: readonly BusMessage[], once: IdempotentPublish | null): Promise<PublishOutcome> {
@@ -229,7 +214,7 @@ export class RedisBus implements Bus {
     if (this.#closed)
       return refuse('unavailable', () => new errors.SSE_ERR_BUS_UNAVAILABLE('the bus is closed'))
     if (!this.#publisher.isReady) return refuse('unavailable', () => this.#unavailable())
-    const args = this.#limits('', once?.fingerprint ?? '', once?.ttlMs ?? 0, n)
+    const args = appendArgs(this.#limits, '', once?.fingerprint ?? '', once?.ttlMs ?? 0, n)
     let bytes = 0
     for (const message of messages) {
       for (const value of valuesOf(message)) {
@@ -265,24 +250,18 @@ export class RedisBus implements Bus {
       } finally {
         this.#pacer.settled(n)
       }
-      const [status, a = '', b = '', c = '', d = '0'] = reply
-      if (status === 'mismatch') return { kind: 'mismatch' }
-      if (status === 'seen') {
-        const ids = a === '' ? [] : a.split(',')
-        return {
-          kind: 'seen',
-          record: { ids, answer: b === '' ? null : b, failed: c !== '', ageMs: Number(d) },
-        }
-      }
-      if (status === 'replicas') {
+      const answer = appendReplyOf(reply)
+      if (answer.status === 'mismatch') return { kind: 'mismatch' }
+      if (answer.status === 'seen') return { kind: 'seen', record: answer.record }
+      if (answer.status === 'replicas') {
         this.#log.warn(
-          { online: Number(a), wanted: this.#replicas.wanted },
+          { online: answer.online, wanted: this.#replicas.wanted },
           'too few replicas online: publish refused',
         )
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE('nothing was stored'))
       }
-      const ids = a.split(',')
-      this.#pacer.learn(Number(b), Number(c), Number(d))
+      const { ids } = answer
+      this.#pacer.learn(answer.added, answer.length, answer.bytes)
       if (this.#replicas.wanted > 0 && !(await this.#replicated(seq, once))) {
         return refuse('replicas', () => new errors.SSE_ERR_REPLICAS_UNAVAILABLE(STORED_UNCONFIRMED))
       }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { IdempotencyRecord } from './idempotency.js'
 import type { RedisClient } from './redis-bus.js'
 
 /**
@@ -154,6 +155,66 @@ end
 if n == 0 then return {'ok', ''} end
 local _, _, total, length = streamInfo(stream)
 return {'ok', table.concat(ids, ','), tostring(total), tostring(length), tostring(kept)}`
+
+/**
+ * A replica counts for REDIS_WAIT_REPLICAS only when it acknowledged within this (it does every
+ * second): Redis's own default for `min-replicas-max-lag`. A replica that lags less still has to
+ * confirm each publish through WAIT.
+ */
+const MAX_REPLICA_LAG_S = 10
+
+/** The bounds APPEND keeps: the stream's length and bytes, the replicas a publish needs online. */
+export interface AppendLimits {
+  readonly maxLength: number
+  readonly maxBytes: number
+  readonly replicas: number
+}
+
+/** APPEND's arguments before its entries (ARGV[1] to ARGV[9]); `n` entries follow, 4 values each. */
+export function appendArgs(
+  limits: AppendLimits,
+  minId: string,
+  fingerprint: string,
+  ttlMs: number,
+  n: number,
+): string[] {
+  return [
+    String(limits.maxLength),
+    String(limits.maxBytes),
+    minId,
+    String(limits.replicas),
+    String(MAX_REPLICA_LAG_S),
+    String(ENTRY_OVERHEAD_BYTES),
+    fingerprint,
+    String(ttlMs),
+    String(n),
+  ]
+}
+
+/** What APPEND answered, decoded. */
+export type AppendReply =
+  | { readonly status: 'mismatch' }
+  | { readonly status: 'seen'; readonly record: IdempotencyRecord }
+  | { readonly status: 'replicas'; readonly online: number }
+  /** Stored: the ids, and the stream's `entries-added`, length and bytes after it (for the pacer). */
+  | {
+      readonly status: 'ok'
+      readonly ids: string[]
+      readonly added: number
+      readonly length: number
+      readonly bytes: number
+    }
+
+export function appendReplyOf(reply: readonly string[]): AppendReply {
+  const [status, a = '', b = '', c = '', d = '0'] = reply
+  if (status === 'mismatch') return { status }
+  if (status === 'seen') {
+    const ids = a === '' ? [] : a.split(',')
+    return { status, record: { ids, answer: b === '' ? null : b, failed: c !== '', ageMs: Number(d) } }
+  }
+  if (status === 'replicas') return { status, online: Number(a) }
+  return { status: 'ok', ids: a.split(','), added: Number(b), length: Number(c), bytes: Number(d) }
+}
 
 /**
  * One read of the stream after `lastId`, with what tells whether entries after it were lost:
