@@ -1,5 +1,5 @@
 import { compareEventIds } from './event-id.js'
-import type { EventTarget } from './target.js'
+import { type EventTarget, targetBytes } from './target.js'
 
 /** A published event as kept for replay: its encoded frame and whom it was for. */
 export interface StoredEvent {
@@ -50,12 +50,22 @@ export interface MemoryHistoryOptions {
 const UNKNOWN: ReplayWindow = Object.freeze({ recovered: false, events: [] })
 const NOTHING_MISSED: ReplayWindow = Object.freeze({ recovered: true, events: [] })
 
-/** What an event costs besides its frame: the object, its id and target (an estimate). */
+/** What an event costs besides its frame and its target's ids: the object, its id and name (an estimate). */
 export const EVENT_OVERHEAD_BYTES = 256
+
+/**
+ * What keeping `event` costs: its frame, its own objects and its target's ids (a send to 1,000
+ * users holds 1,000 strings, far more than its frame).
+ */
+export function storedEventBytes(event: StoredEvent): number {
+  return event.frame.length + EVENT_OVERHEAD_BYTES + targetBytes(event.target)
+}
 
 /** A ring buffer bounded by count, by bytes and by age. */
 export class MemoryHistory implements EventHistory {
   readonly #ring: (StoredEvent | undefined)[]
+  /** What each event in the ring was counted for, at the same index. */
+  readonly #costs: number[]
   readonly #capacity: number
   readonly #maxBytes: number
   #bytes = 0
@@ -71,6 +81,7 @@ export class MemoryHistory implements EventHistory {
     this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
     // Grown as events come, never allocated up front for a large HISTORY_SIZE.
     this.#ring = []
+    this.#costs = []
     this.#ttlMs = options.ttlMs
     this.#now = options.now ?? Date.now
   }
@@ -80,7 +91,7 @@ export class MemoryHistory implements EventHistory {
     return this.#count
   }
 
-  /** Bytes held: frames plus an estimate of each event's own cost. */
+  /** Bytes held: frames plus an estimate of each event's own objects and of its target's ids. */
   get bytes(): number {
     return this.#bytes
   }
@@ -90,7 +101,7 @@ export class MemoryHistory implements EventHistory {
       this.#lastEvictedId = event.id
       return
     }
-    const cost = event.frame.length + EVENT_OVERHEAD_BYTES
+    const cost = storedEventBytes(event)
     if (cost > this.#maxBytes) {
       // Larger than the whole budget: nothing older survives it, and it is not kept either.
       while (this.#count > 0) this.#evictOldest()
@@ -99,7 +110,9 @@ export class MemoryHistory implements EventHistory {
     }
     if (this.#count === this.#capacity) this.#evictOldest()
     while (this.#count > 0 && this.#bytes + cost > this.#maxBytes) this.#evictOldest()
-    this.#ring[(this.#head + this.#count) % this.#capacity] = event
+    const slot = (this.#head + this.#count) % this.#capacity
+    this.#ring[slot] = event
+    this.#costs[slot] = cost
     this.#count++
     this.#bytes += cost
     this.#expire()
@@ -141,7 +154,7 @@ export class MemoryHistory implements EventHistory {
   #evictOldest(): void {
     const oldest = this.#at(0)
     this.#lastEvictedId = oldest.id
-    this.#bytes -= oldest.frame.length + EVENT_OVERHEAD_BYTES
+    this.#bytes -= this.#costs[this.#head] as number
     this.#ring[this.#head] = undefined
     this.#head = (this.#head + 1) % this.#capacity
     this.#count--

@@ -27,3 +27,19 @@ export function isEntitled(
   }
   return false
 }
+
+/**
+ * What the ids of a target hold in memory, an estimate from above: each id is its own string
+ * (a header and up to two bytes per character) and a slot in its array. A broadcast holds none.
+ */
+export function targetBytes(target: EventTarget): number {
+  if (target.broadcast === true) return 0
+  return idsBytes(target.userIds) + idsBytes(target.clientIds) + idsBytes(target.topics)
+}
+
+function idsBytes(ids: readonly string[] | undefined): number {
+  if (ids === undefined) return 0
+  let bytes = 16
+  for (const id of ids) bytes += 32 + 2 * id.length
+  return bytes
+}

@@ -159,3 +159,44 @@ t.test('one event larger than HISTORY_MAX_BYTES is not kept, and pushes out the 
   t.same(history.since('3-0'), { recovered: true, events: [] }, 'its id: nothing after it was missed')
   t.same(history.since('2-0').recovered, false, 'an older id: 3-0 was missed and is gone')
 })
+
+t.test("a target's ids count toward HISTORY_MAX_BYTES: sends to 1,000 users stay within it", async (t) => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  const maxBytes = 8 * 1_048_576
+  const history = new MemoryHistory({ maxEvents: 10_000, maxBytes, ttlMs: 0 })
+  // As a publish parses them: every event's ids are strings of their own.
+  const userIdsJson = JSON.stringify(
+    Array.from({ length: 1000 }, (_, i) => `user-${String(i).padStart(4, '0')}-${'x'.repeat(50)}`),
+  )
+  gc?.()
+  const before = process.memoryUsage().heapUsed
+  for (let i = 0; i < 2000; i++) {
+    const userIds = JSON.parse(userIdsJson) as string[]
+    history.append({
+      id: `${i + 1}-0`,
+      event: 'e',
+      frame: Buffer.from('data: 1\n\n'),
+      target: { userIds },
+      publishedAt: 0,
+    })
+  }
+  gc?.()
+  const grown = process.memoryUsage().heapUsed - before
+  t.ok(history.bytes <= maxBytes, `${history.bytes} bytes counted`)
+  // Each event holds about 90 KB of ids: 2,000 of them would be about 180 MB.
+  t.ok(history.size > 40 && history.size < 100, `${history.size} events kept`)
+  if (gc !== undefined) t.ok(grown < 2 * maxBytes, `the heap grew ${(grown / 1_048_576).toFixed(1)} MiB`)
+  t.equal(history.latestId(), '2000-0')
+  t.equal(history.since(`${2000 - history.size}-0`).events.length, history.size)
+
+  // What was counted for each event is what is given back when it goes.
+  history.append({
+    id: '2001-0',
+    event: 'e',
+    frame: Buffer.alloc(maxBytes),
+    target: { broadcast: true },
+    publishedAt: 0,
+  })
+  t.equal(history.size, 0)
+  t.equal(history.bytes, 0)
+})
