@@ -67,7 +67,8 @@ interface Entry {
 
 function sizeOf(entry: Entry): number {
   let bytes = RECORD_OVERHEAD_BYTES + (entry.answer?.length ?? 0)
-  for (const id of entry.ids) bytes += id.length + 8
+  // Each id is a string of its own (a header of about 24 bytes) and a slot in its array.
+  for (const id of entry.ids) bytes += id.length + 32
   return bytes
 }
 
