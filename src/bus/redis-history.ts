@@ -1,5 +1,6 @@
 import { isValidEventId } from '../sse/frame.js'
 import type { EventHistory, ReplayLimit, ReplayWindow, StoredEvent } from '../sse/history.js'
+import { targetBytes } from '../sse/target.js'
 import type { BusEvent } from './bus.js'
 import { idTime } from './bus.js'
 import type { RedisClient } from './redis-bus.js'
@@ -59,6 +60,11 @@ function entryBytes(entry: StreamEntry): number {
  * a cache bounded by bytes and concurrent replays share page reads, so a reconnect storm
  * decodes each event once, not once per connection.
  */
+/** A decoded event's frame and its target's ids: a send to 1,000 users holds 1,000 strings. */
+function heldBytes(stored: StoredEvent): number {
+  return stored.frame.length + targetBytes(stored.target)
+}
+
 export class RedisHistory implements EventHistory {
   readonly #client: RedisClient
   readonly #key: string
@@ -70,6 +76,7 @@ export class RedisHistory implements EventHistory {
   readonly #now: () => number
   readonly #trimBefore: ((minId: string) => Promise<void>) | undefined
   readonly #frames = new Map<string, StoredEvent>()
+  /** What the decoded events kept for sharing hold: frames and target ids (REPLAY_MAX_BYTES at most). */
   #frameBytes = 0
   readonly #pages = new Map<string, Promise<StreamEntry[]>>()
   #size = 0
@@ -90,6 +97,11 @@ export class RedisHistory implements EventHistory {
   /** The stream length when `maintain()` last ran. */
   get size(): number {
     return this.#size
+  }
+
+  /** The decoded events kept for replays to share, and what they hold (for tests). */
+  get decoded(): { readonly events: number; readonly bytes: number } {
+    return { events: this.#frames.size, bytes: this.#frameBytes }
   }
 
   /** Bytes of entries read from Redis for replays so far (for tests and metrics). */
@@ -179,12 +191,12 @@ export class RedisHistory implements EventHistory {
     if (event === null) return null
     const stored = this.#toStored(event)
     this.#frames.set(entry.id, stored)
-    this.#frameBytes += stored.frame.length
+    this.#frameBytes += heldBytes(stored)
     // Oldest first out, within what one connection may be replayed.
     for (const [id, old] of this.#frames) {
       if (this.#frameBytes <= this.#maxBytes) break
       this.#frames.delete(id)
-      this.#frameBytes -= old.frame.length
+      this.#frameBytes -= heldBytes(old)
     }
     return stored
   }

@@ -125,4 +125,25 @@ t.test('RedisHistory', { skip }, async (t) => {
     const tight = { maxBytes: 500, entitled: () => true }
     t.same(await history.since(start, tight), { recovered: false, events: [] }, 'past the limit: nothing')
   })
+
+  t.test(
+    "the decoded events kept for sharing count their targets' ids within REPLAY_MAX_BYTES",
+    async (t) => {
+      const replayMaxBytes = 512 * 1024
+      const { history, publish } = await setup(t, { maxEvents: 1000, ttlMs: 0, replayMaxBytes })
+      const userIds = Array.from(
+        { length: 1000 },
+        (_, i) => `user-${String(i).padStart(4, '0')}-${'x'.repeat(50)}`,
+      )
+      const start = await publish(0)
+      // Small frames, large targets: about 88 KB of ids each (counted as 152 KB, from above).
+      for (let i = 1; i <= 9; i++) await publish(i, { userIds })
+      const all = { maxBytes: replayMaxBytes, entitled: () => true }
+      const window = await history.since(start, all)
+      t.equal(window.recovered, true)
+      t.equal(window.events.length, 9, 'every event is replayed')
+      t.ok(history.decoded.bytes <= replayMaxBytes, `${history.decoded.bytes} bytes kept decoded`)
+      t.ok(history.decoded.events < 9, `${history.decoded.events} of 9 events kept decoded`)
+    },
+  )
 })
