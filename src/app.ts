@@ -159,11 +159,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addSchema(ErrorResponse)
 
   // An empty JSON body (curl -X POST -H 'content-type: application/json') is "no body", not an error.
-  // The API speaks JSON only: any other body is 415.
+  // The API speaks JSON only: any other body is 415, and so is a compressed one (RFC 9110 15.5.16),
+  // which would otherwise be read as text and refused as invalid JSON.
   app.removeContentTypeParser('text/plain')
   const defaultJson = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (body === '') done(null, undefined)
+    const encoding = request.headers['content-encoding']
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity')
+      done(new errors.SSE_ERR_UNSUPPORTED_ENCODING(encoding.slice(0, 64)), undefined)
+    else if (body === '') done(null, undefined)
     else defaultJson(request, body as string, done)
   })
 

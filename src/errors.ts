@@ -117,6 +117,11 @@ export const errors = {
     408,
   ),
   SSE_ERR_BAD_REQUEST: createError('SSE_ERR_BAD_REQUEST', 'The request is malformed', 400),
+  SSE_ERR_UNSUPPORTED_ENCODING: createError(
+    'SSE_ERR_UNSUPPORTED_ENCODING',
+    'Content-Encoding "%s" is not supported: send the JSON body uncompressed',
+    415,
+  ),
   SSE_ERR_NOT_FOUND: createError('SSE_ERR_NOT_FOUND', 'Route %s not found', 404),
   SSE_ERR_INTERNAL: createError('SSE_ERR_INTERNAL', 'Internal server error', 500),
 } as const

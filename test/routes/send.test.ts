@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib'
 import t from 'tap'
 import {
   ADMIN,
@@ -107,6 +108,24 @@ t.test('415 for a body that is not JSON', async (t) => {
     'content-type': 'application/json; charset=utf-8',
   })
   t.equal(charset.status, 202, 'a charset parameter is fine')
+})
+
+t.test('415 for a compressed body, named by its Content-Encoding', async (t) => {
+  const { url } = await serve(t)
+  const headers = { authorization: `Bearer ${PUBLISHER()}`, 'content-type': 'application/json' }
+  const body = '{"event":"x","data":1,"broadcast":true}'
+  for (const encoding of ['gzip', 'br', 'deflate, gzip']) {
+    const res = await postRaw(url, '/api/sse', gzipSync(body), { ...headers, 'content-encoding': encoding })
+    expectError(t, res, 415, 'SSE_ERR_UNSUPPORTED_ENCODING')
+    t.match((res.body as { message: string }).message, encoding)
+  }
+  const batch = await postRaw(url, '/api/sse/batch', gzipSync(`{"events":[${body}]}`), {
+    ...headers,
+    'content-encoding': 'gzip',
+  })
+  expectError(t, batch, 415, 'SSE_ERR_UNSUPPORTED_ENCODING')
+  const identity = await postRaw(url, '/api/sse', body, { ...headers, 'content-encoding': 'identity' })
+  t.equal(identity.status, 202, 'identity is no encoding')
 })
 
 t.test('400 for invalid JSON', async (t) => {
