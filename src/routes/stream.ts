@@ -167,6 +167,11 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
       if (auth === null && manager.anonymousConnectionCount(request.ip) >= config.maxAnonymousPerIp) {
         throw new errors.SSE_ERR_IP_CONNECTION_LIMIT(config.maxAnonymousPerIp)
       }
+      if (request.method === 'HEAD') {
+        // What a GET would answer, without its stream: a HEAD has no body, so nothing is held open.
+        const { connection: _, ...headers } = STREAM_HEADERS
+        return reply.code(200).headers(headers).send()
+      }
       // MAX_CONNECTIONS_PER_USER across every instance (always true without Redis).
       if (auth !== null && !(await app.cluster.acquireUser(auth.userId))) {
         throw new errors.SSE_ERR_USER_CONNECTION_LIMIT(config.maxConnectionsPerUser)

@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import net from 'node:net'
 import t, { type Test } from 'tap'
+import { request } from 'undici'
 import {
   ADMIN,
   badTokens,
@@ -41,6 +42,31 @@ t.test('stream headers', async (t) => {
   t.equal(s.headers['x-accel-buffering'], 'no')
   t.equal(s.headers['content-length'], undefined, 'no length: the body is open-ended')
   t.equal(s.headers['content-encoding'], undefined, 'never compressed')
+})
+
+t.test('HEAD answers what a GET would, and opens no stream', async (t) => {
+  const { url, app } = await serve(t, { maxConnectionsPerUser: 1 })
+  const head = async (headers: Record<string, string> = {}) => {
+    const res = await request(`${url}/api/sse`, { method: 'HEAD', headers, headersTimeout: 5000 })
+    await res.body.text()
+    return res
+  }
+  const ok = await head()
+  t.equal(ok.statusCode, 200)
+  t.equal(ok.headers['content-type'], 'text/event-stream; charset=utf-8')
+  t.equal(ok.headers['cache-control'], 'no-cache, no-transform')
+  t.equal(app.sse.size, 0, 'no connection is counted')
+  t.equal(
+    (await head({ authorization: 'Bearer not.a.token' })).statusCode,
+    401,
+    'a bad token: 401 as for GET',
+  )
+  const alice = await openStream(url, { token: mint('alice') })
+  t.teardown(() => alice.close())
+  await alice.waitFor((e) => e.event === 'connected')
+  const full = await head({ authorization: `Bearer ${mint('alice')}` })
+  t.equal(full.statusCode, 429, 'past MAX_CONNECTIONS_PER_USER: 429 as for GET')
+  t.equal(app.sse.size, 1)
 })
 
 t.test('the first bytes are retry, then event: connected', async (t) => {
