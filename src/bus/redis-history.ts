@@ -50,6 +50,11 @@ function entryBytes(entry: StreamEntry): number {
   return bytes
 }
 
+/** A decoded event's frame and its target's ids: a send to 1,000 users holds 1,000 strings. */
+function heldBytes(stored: StoredEvent): number {
+  return stored.frame.length + targetBytes(stored.target)
+}
+
 /**
  * The replay history shared by every instance: the bus's own stream, read with XRANGE.
  * Appending is the bus's job (XADD), so `append` does nothing here.
@@ -60,11 +65,6 @@ function entryBytes(entry: StreamEntry): number {
  * a cache bounded by bytes and concurrent replays share page reads, so a reconnect storm
  * decodes each event once, not once per connection.
  */
-/** A decoded event's frame and its target's ids: a send to 1,000 users holds 1,000 strings. */
-function heldBytes(stored: StoredEvent): number {
-  return stored.frame.length + targetBytes(stored.target)
-}
-
 export class RedisHistory implements EventHistory {
   readonly #client: RedisClient
   readonly #key: string
