@@ -6,12 +6,6 @@ import type { BusEvent } from '../../src/bus/bus.js'
 import { RedisBus } from '../../src/bus/redis-bus.js'
 import { READ_MAX_BYTES } from '../../src/bus/redis-stream-read.js'
 import { createSseMetrics } from '../../src/plugins/metrics.js'
-import {
-  type EventHistory,
-  MemoryHistory,
-  type ReplayWindow,
-  type StoredEvent,
-} from '../../src/sse/history.js'
 import { SseManager } from '../../src/sse/manager.js'
 import { RedisProxy } from '../bus/proxy.js'
 import {
@@ -25,6 +19,7 @@ import {
 } from '../bus/redis.js'
 import { published } from '../cluster/helper.js'
 import { eventually, get, openStream, PUBLISHER, post, serve, sleep } from '../helper.js'
+import { SlowHistory } from '../sse/slow-history.js'
 
 // Every queue the service keeps is bounded: each test drives one past its bound and shows what
 // happens (a clear error, or a drop counted in a metric), never growth without end.
@@ -99,27 +94,6 @@ class FakeSink extends EventEmitter {
   destroy() {
     this.destroyed = true
     this.emit('close')
-  }
-}
-
-/** A shared history that answers only when told to. */
-class SlowHistory implements EventHistory {
-  readonly inner = new MemoryHistory({ maxEvents: 1000, ttlMs: 0 })
-  release: (() => void) | undefined
-  append(event: StoredEvent) {
-    this.inner.append(event)
-  }
-  latestId() {
-    return this.inner.latestId()
-  }
-  get size() {
-    return this.inner.size
-  }
-  since(id: string): Promise<ReplayWindow> {
-    const window = this.inner.since(id)
-    return new Promise((resolve) => {
-      this.release = () => resolve(window)
-    })
   }
 }
 

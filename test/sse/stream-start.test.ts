@@ -1,14 +1,9 @@
 import { EventEmitter } from 'node:events'
 import { createParser } from 'eventsource-parser'
 import t from 'tap'
-import {
-  type EventHistory,
-  MemoryHistory,
-  type ReplayWindow,
-  type StoredEvent,
-} from '../../src/sse/history.js'
 import { SseManager } from '../../src/sse/manager.js'
 import type { Teardown } from '../helper.js'
+import { SlowHistory } from './slow-history.js'
 
 class FakeSink extends EventEmitter {
   chunks: Buffer[] = []
@@ -32,30 +27,6 @@ class FakeSink extends EventEmitter {
     })
     parser.feed(Buffer.concat(this.chunks).toString('utf8'))
     return out
-  }
-}
-
-/** A history that answers later, like a shared store does. */
-class SlowHistory implements EventHistory {
-  readonly inner = new MemoryHistory({ maxEvents: 100, ttlMs: 0 })
-  release: (() => void) | undefined
-  append(event: StoredEvent) {
-    this.inner.append(event)
-  }
-  latestId() {
-    return this.inner.latestId()
-  }
-  get size() {
-    return this.inner.size
-  }
-  /** Set to make the next since() fail when released, as a store that went away does. */
-  fail = false
-  since(id: string): Promise<ReplayWindow> {
-    const window = this.inner.since(id)
-    const fail = this.fail
-    return new Promise((resolve, reject) => {
-      this.release = () => (fail ? reject(new Error('the store went away')) : resolve(window))
-    })
   }
 }
 
