@@ -83,6 +83,9 @@ const STREAM_HEADERS = {
   connection: 'keep-alive',
 } as const
 
+/** A HEAD's answer: the stream's headers, but the connection is Node's to manage as for any reply. */
+const { connection: _connection, ...HEAD_HEADERS } = STREAM_HEADERS
+
 /** The CORS headers hooks set on the reply: the only ones a hijacked stream carries over. */
 function corsHeadersOf(headers: Record<string, unknown>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
@@ -169,8 +172,7 @@ export const streamRoutes: FastifyPluginAsync<{ config: Config }> = async (app, 
       }
       if (request.method === 'HEAD') {
         // What a GET would answer, without its stream: a HEAD has no body, so nothing is held open.
-        const { connection: _, ...headers } = STREAM_HEADERS
-        return reply.code(200).headers(headers).send()
+        return reply.code(200).headers(HEAD_HEADERS).send()
       }
       // MAX_CONNECTIONS_PER_USER across every instance (always true without Redis).
       if (auth !== null && !(await app.cluster.acquireUser(auth.userId))) {

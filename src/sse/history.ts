@@ -64,8 +64,6 @@ export function storedEventBytes(event: StoredEvent): number {
 /** A ring buffer bounded by count, by bytes and by age. */
 export class MemoryHistory implements EventHistory {
   readonly #ring: (StoredEvent | undefined)[]
-  /** What each event in the ring was counted for, at the same index. */
-  readonly #costs: number[]
   readonly #capacity: number
   readonly #maxBytes: number
   #bytes = 0
@@ -81,7 +79,6 @@ export class MemoryHistory implements EventHistory {
     this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
     // Grown as events come, never allocated up front for a large HISTORY_SIZE.
     this.#ring = []
-    this.#costs = []
     this.#ttlMs = options.ttlMs
     this.#now = options.now ?? Date.now
   }
@@ -110,9 +107,7 @@ export class MemoryHistory implements EventHistory {
     }
     if (this.#count === this.#capacity) this.#evictOldest()
     while (this.#count > 0 && this.#bytes + cost > this.#maxBytes) this.#evictOldest()
-    const slot = (this.#head + this.#count) % this.#capacity
-    this.#ring[slot] = event
-    this.#costs[slot] = cost
+    this.#ring[(this.#head + this.#count) % this.#capacity] = event
     this.#count++
     this.#bytes += cost
     this.#expire()
@@ -154,7 +149,7 @@ export class MemoryHistory implements EventHistory {
   #evictOldest(): void {
     const oldest = this.#at(0)
     this.#lastEvictedId = oldest.id
-    this.#bytes -= this.#costs[this.#head] as number
+    this.#bytes -= storedEventBytes(oldest)
     this.#ring[this.#head] = undefined
     this.#head = (this.#head + 1) % this.#capacity
     this.#count--
