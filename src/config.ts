@@ -33,6 +33,8 @@ export interface Config {
   readonly maxAnonymousPerIp: number
   readonly maxPayloadBytes: number
   readonly maxBufferedBytes: number
+  /** Under load, the longest a fan-out flush waits after the previous one (ms); 0 writes every turn. */
+  readonly flushMaxDelayMs: number
   readonly shutdownTimeoutMs: number
   readonly historySize: number
   readonly historyTtlMs: number
@@ -195,6 +197,7 @@ export function loadConfig(env: Env = {}): Config {
     maxAnonymousPerIp: int(env, 'MAX_ANONYMOUS_PER_IP', 100, 1),
     maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 65_536, 64),
     maxBufferedBytes: int(env, 'MAX_BUFFERED_BYTES', 1_048_576, 1024),
+    flushMaxDelayMs: int(env, 'FLUSH_MAX_DELAY_MS', 30, 0, 1000),
     shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0),
     historySize: int(env, 'HISTORY_SIZE', 10_000, 0),
     historyTtlMs: int(env, 'HISTORY_TTL_MS', 300_000, 0),

@@ -49,6 +49,7 @@ t.test('defaults', async (t) => {
     maxAnonymousPerIp: 100,
     maxPayloadBytes: 65_536,
     maxBufferedBytes: 1_048_576,
+    flushMaxDelayMs: 30,
     shutdownTimeoutMs: 10_000,
   })
   t.equal(config.jwt.ephemeral, true, 'development without a key: a generated secret')

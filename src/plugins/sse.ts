@@ -30,6 +30,7 @@ export const ssePlugin = fp<SsePluginOptions>(
       cleanupIntervalMs: config.cleanupIntervalMs,
       retryMs: config.clientRetryMs,
       maxBufferedBytes: config.maxBufferedBytes,
+      maxFlushDelayMs: config.flushMaxDelayMs,
       maxConnectionLifetimeMs: config.maxConnectionLifetimeMs,
       replayMaxBytes: config.replayMaxBytes,
       history:

@@ -1,7 +1,5 @@
 import { frameChunk, JoinCache, type SseClient } from './client.js'
 import type { StoredEvent } from './history.js'
-import type { ConnectionIndexes } from './indexes.js'
-import type { EventTarget } from './target.js'
 
 export interface FanoutOptions {
   /** A client whose unsent bytes pass this is too slow. */
@@ -12,6 +10,10 @@ export interface FanoutOptions {
   onSlow(client: SseClient): void
   /** Bytes handed to sockets by a flush. */
   onFlush?(bytes: number): void
+  /** Under load, the longest a flush waits after the previous one ended (ms); 0 writes every turn. */
+  maxFlushDelayMs?: number
+  /** The clock (ms) flushes are timed with; tests pass their own. */
+  now?(): number
 }
 
 /** How many times maxBufferedBytes one turn may queue for a client before the flush. */
@@ -39,6 +41,12 @@ export class Fanout {
   #turn: Buffer[] = []
   #turnEvents: number[] = []
   #turnBytes = 0
+  readonly #maxDelayMs: number
+  readonly #now: () => number
+  /** When the last flush ended, and how long the next one waits after that (ms). */
+  #flushedAt = 0
+  #delayMs = 0
+  #timer: NodeJS.Timeout | null = null
 
   constructor(options: FanoutOptions) {
     this.#maxBufferedBytes = options.maxBufferedBytes
@@ -46,6 +54,8 @@ export class Fanout {
     this.#clients = options.clients
     this.#onSlow = options.onSlow
     this.#onFlush = options.onFlush
+    this.#maxDelayMs = options.maxFlushDelayMs ?? 0
+    this.#now = options.now ?? performance.now.bind(performance)
   }
 
   /** A client just registered: the turn's earlier broadcasts were before its time. */
@@ -125,9 +135,29 @@ export class Fanout {
     this.#onFlush?.(client.bytesSent - before)
   }
 
-  /** Writes every queue now (each turn, and before a shutdown's goodbyes). */
+  /**
+   * Writes every queue now (each turn, and before a shutdown's goodbyes). A flush that took
+   * long means the sockets are the bottleneck: the next one then waits as long, at most
+   * maxFlushDelayMs, so that the input of that time shares its writes. A short one (under
+   * a millisecond: a few hundred streams) lets the next turn write at once.
+   */
   flushAll(): void {
     this.#scheduled = false
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+    if (this.#maxDelayMs === 0) {
+      this.#writeAll()
+      return
+    }
+    const start = this.#now()
+    this.#writeAll()
+    this.#flushedAt = this.#now()
+    this.#delayMs = Math.min(this.#flushedAt - start, this.#maxDelayMs)
+  }
+
+  #writeAll(): void {
     const seq = this.#seq
     const turn = this.#turn
     const events = this.#turnEvents
@@ -214,60 +244,12 @@ export class Fanout {
   #schedule(): void {
     if (this.#scheduled) return
     this.#scheduled = true
-    setImmediate(this.#flush)
+    const wait = this.#delayMs >= 1 ? this.#flushedAt + this.#delayMs - this.#now() : 0
+    if (wait >= 1) this.#timer = setTimeout(this.#flush, wait)
+    else setImmediate(this.#flush)
   }
 
   readonly #flush = (): void => {
     if (this.#scheduled) this.flushAll()
   }
-}
-
-/**
- * Queues `stored` to every local connection `target` names, each once: one list of one key
- * cannot reach a client twice; a union (users and topics, several topics) is deduplicated
- * with a per-delivery stamp on the client, which costs no allocation.
- */
-export function deliverTo(
-  fanout: Fanout,
-  indexes: ConnectionIndexes,
-  target: EventTarget,
-  stored: StoredEvent,
-): number {
-  let delivered = 0
-  if (target.broadcast === true) return fanout.broadcast(stored)
-  const { userIds, clientIds, topics } = target
-  const keys = (userIds?.length ?? 0) + (clientIds?.length ?? 0) + (topics?.length ?? 0)
-  if (keys === 1) {
-    if (clientIds !== undefined && clientIds.length === 1) {
-      const client = indexes.clients.get(clientIds[0] as string)
-      return client === undefined ? 0 : fanout.enqueue(client, stored)
-    }
-    const entry =
-      userIds !== undefined && userIds.length === 1
-        ? indexes.byUser.entry(userIds[0] as string)
-        : indexes.byTopic.entry(topics?.[0] as string)
-    if (entry === undefined) return 0
-    if (!(entry instanceof Set)) return fanout.enqueue(entry as SseClient, stored)
-    for (const client of entry) delivered += fanout.enqueue(client, stored)
-    return delivered
-  }
-  const stamp = nextStamp()
-  const reach = (client: SseClient) => {
-    if (client.mark === stamp) return
-    client.mark = stamp
-    delivered += fanout.enqueue(client, stored)
-  }
-  for (const userId of userIds ?? []) for (const client of indexes.byUser.get(userId) ?? []) reach(client)
-  for (const clientId of clientIds ?? []) {
-    const client = indexes.clients.get(clientId)
-    if (client !== undefined) reach(client)
-  }
-  for (const topic of topics ?? []) for (const client of indexes.byTopic.get(topic) ?? []) reach(client)
-  return delivered
-}
-
-let stamps = 0
-function nextStamp(): number {
-  stamps = stamps >= Number.MAX_SAFE_INTEGER ? 1 : stamps + 1
-  return stamps
 }

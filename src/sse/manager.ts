@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { type DisconnectReason, SseClient, type SseSink } from './client.js'
+import { deliverTo } from './deliver.js'
 import { createEventIdGenerator, type EventIdGenerator } from './event-id.js'
-import { deliverTo, Fanout } from './fanout.js'
+import { Fanout } from './fanout.js'
 import { encodeFrame } from './frame.js'
 import type { StoredEvent } from './history.js'
 import { deadlineOf, goodbyeFrame, Timers } from './lifecycle.js'
@@ -51,6 +52,7 @@ export class SseManager extends ConnectionRegistry {
       clients: this.indexes.clients,
       onSlow: (client) => this.#dropSlow(client),
       onFlush: this.#hooks.onFlush,
+      maxFlushDelayMs: options.maxFlushDelayMs,
     })
     this.#timers = new Timers({
       heartbeatIntervalMs: options.heartbeatIntervalMs,

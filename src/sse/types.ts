@@ -19,6 +19,12 @@ export interface SseManagerOptions {
   retryMs: number
   /** A client whose unsent bytes pass this is disconnected as too slow. */
   maxBufferedBytes: number
+  /**
+   * Under load, the longest a flush waits after the previous one ended (ms): a flush that took
+   * long makes the next wait as long, up to this, so that more events share each write. 0 (the
+   * default here) writes every turn of the event loop.
+   */
+  maxFlushDelayMs?: number
   /** 0 for unlimited; each connection gets a random lifetime between 80% and 100% of it. */
   maxConnectionLifetimeMs?: number
   /**
