@@ -1,7 +1,7 @@
-import type { RedisClientType } from 'redis'
 import { errors } from '../errors.js'
 import type { Bus, BusHandler, BusMessage, BusStatus } from './bus.js'
 import type { IdempotentPublish, PublishOutcome } from './idempotency.js'
+import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-client.js'
 import { eventsBytesKey, eventsKey, eventsLargeKey, valuesOf } from './redis-entries.js'
 import { ReaderPacer } from './redis-pacer.js'
 import { StreamReader } from './redis-reader.js'
@@ -14,18 +14,6 @@ import {
   runScript,
   SET_RECORD,
 } from './redis-scripts.js'
-
-export type RedisClient = RedisClientType
-
-/** The few logger methods the bus uses; a pino logger fits. */
-export interface BusLogger {
-  info(obj: object, msg: string): void
-  warn(obj: object, msg: string): void
-  error(obj: object, msg: string): void
-}
-
-/** The one reason the outside hears about any Redis failure; the detail goes to the log. */
-export const REDIS_UNAVAILABLE = 'redis unavailable'
 
 const SILENT: BusLogger = { info() {}, warn() {}, error() {} }
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createClient, type RedisClientOptions } from 'redis'
+import type { RedisClientOptions } from 'redis'
 import type { BusStatus } from './bus.js'
-import type { BusLogger, RedisClient } from './redis-bus.js'
+import { type BusLogger, messageOf, type RedisClient } from './redis-client.js'
 import {
   followingClient,
   type RedisNode,
@@ -9,15 +9,7 @@ import {
   type SentinelTarget,
   sameNode,
 } from './redis-sentinel.js'
-
-/** Reconnect delay: 100 ms doubling to 2 s, with jitter so that instances do not retry in step. */
-export function reconnectDelay(retries: number): number {
-  return Math.min(100 * 2 ** Math.min(retries, 5), 2000) + Math.floor(Math.random() * 100)
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message || err.name : String(err)
-}
+import { clientsOf, closeTrio, createTrio, reconnectDelay, type Trio } from './redis-trio.js'
 
 type State = 'starting' | 'up' | 'down' | 'closed'
 
@@ -27,18 +19,6 @@ export type RedisTarget = string | (SentinelTarget & { readonly url?: string | n
 /** How often the sentinels are asked where the primary is: often while it is unreachable. */
 const FOLLOW_DOWN_MS = 200
 const FOLLOW_UP_MS = 1000
-
-interface Trio {
-  readonly commands: RedisClient
-  readonly reader: RedisClient
-  readonly subscriber: RedisClient
-  /** Only with `publisher: true`: publishes and their WAIT, which holds the connection it is sent on. */
-  readonly publisher?: RedisClient
-}
-
-function clientsOf(trio: Trio): RedisClient[] {
-  return [trio.commands, trio.reader, trio.subscriber, ...(trio.publisher ? [trio.publisher] : [])]
-}
 
 type PubSubListener = (message: string, channel: string) => unknown
 
@@ -183,16 +163,7 @@ export class RedisConnections {
   }
 
   #makeTrio(options: RedisClientOptions): Trio {
-    const named = (role: string) => (this.#name ? { name: `${this.#name}:${role}` } : {})
-    const commands = createClient({ ...options, ...named('commands') }) as RedisClient
-    const trio: Trio = {
-      commands,
-      reader: commands.duplicate(named('reader')),
-      // The subscriber keeps its offline queue: SUBSCRIBE made while Redis is down is sent
-      // when it comes up, and node-redis subscribes again after every reconnect.
-      subscriber: commands.duplicate({ disableOfflineQueue: false, ...named('subscriber') }),
-      ...(this.#dedicatedPublisher ? { publisher: commands.duplicate(named('publisher')) } : {}),
-    }
+    const trio = createTrio(options, { name: this.#name, publisher: this.#dedicatedPublisher })
     for (const [role, client] of Object.entries(trio) as [string, RedisClient][]) {
       client.on('error', (err: unknown) => {
         if (this.#trio !== trio) return
@@ -296,18 +267,4 @@ export class RedisConnections {
       )
     }
   }
-}
-
-/** close() waits for pending replies; a client that is not up (or is being replaced) has none worth waiting for. */
-async function closeTrio(trio: Trio, now = false): Promise<void> {
-  await Promise.all(
-    clientsOf(trio).map(async (client) => {
-      try {
-        if (client.isReady && !now) await client.close()
-        else if (client.isOpen) client.destroy()
-      } catch {
-        // already closed
-      }
-    }),
-  )
 }

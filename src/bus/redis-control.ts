@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { errors } from '../errors.js'
-import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-client.js'
 
 /** Answers a request from another instance (or this one); the result goes back as JSON. */
 export type ControlHandler = (type: string, payload: unknown) => unknown

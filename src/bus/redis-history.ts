@@ -3,7 +3,7 @@ import type { EventHistory, ReplayLimit, ReplayWindow, StoredEvent } from '../ss
 import { targetBytes } from '../sse/target.js'
 import type { BusEvent } from './bus.js'
 import { idTime } from './bus.js'
-import type { RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 import { decodeEntry, eventsKey } from './redis-entries.js'
 
 export interface RedisHistoryOptions {

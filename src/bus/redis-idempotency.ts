@@ -1,6 +1,7 @@
 import type { BusMessage } from './bus.js'
 import type { IdempotencyStore, PublishOutcome } from './idempotency.js'
-import type { RedisBus, RedisClient } from './redis-bus.js'
+import type { RedisBus } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 import { READ_RECORD, runScript, SET_RECORD } from './redis-scripts.js'
 
 export interface RedisIdempotencyOptions {

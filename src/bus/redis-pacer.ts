@@ -1,4 +1,4 @@
-import type { BusLogger } from './redis-bus.js'
+import type { BusLogger } from './redis-client.js'
 import type { StreamReader } from './redis-reader.js'
 
 /** Waiting publishes are logged at most this often. */

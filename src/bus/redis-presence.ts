@@ -1,6 +1,6 @@
 import { errors } from '../errors.js'
 import type { BusStatus } from './bus.js'
-import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE, type RedisClient } from './redis-client.js'
 
 /** What one instance reports about itself. */
 export interface InstanceReport {

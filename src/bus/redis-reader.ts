@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { compareEventIds } from '../sse/event-id.js'
 import type { BusHandler } from './bus.js'
-import type { BusLogger, RedisClient } from './redis-bus.js'
+import { type BusLogger, messageOf, type RedisClient } from './redis-client.js'
 import { decodeRaw } from './redis-entries.js'
 import { runScript, TAIL } from './redis-scripts.js'
 import { READ_COUNT, rangeRead, type StreamRead, scriptRead, smallUpTo } from './redis-stream-read.js'
@@ -26,10 +26,6 @@ export interface StreamReaderOptions {
 interface Waiter {
   ordinal: number
   wake: () => void
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { RedisClientType } from 'redis'
-import type { BusLogger } from './redis-bus.js'
+import type { BusLogger } from './redis-client.js'
 
 /**
  * REDIS_WAIT_REPLICAS: how many replicas acknowledged what was sent on the publisher connection.

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IdempotencyRecord } from './idempotency.js'
-import type { RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 
 /**
  * The Lua scripts of the event stream. Redis trims a stream by count or by id only, never by

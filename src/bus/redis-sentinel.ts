@@ -1,5 +1,5 @@
 import { createClient } from 'redis'
-import type { RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 
 export interface RedisNode {
   readonly host: string

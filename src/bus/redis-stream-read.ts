@@ -1,5 +1,5 @@
 import { compareEventIds } from '../sse/event-id.js'
-import type { RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 import { LARGE_ENTRY_BYTES, READ, runScript } from './redis-scripts.js'
 
 /** One read takes at most this many entries, and stops past READ_MAX_BYTES: what a reader holds at once. */

@@ -1,4 +1,4 @@
-import type { RedisClient } from './redis-bus.js'
+import type { RedisClient } from './redis-client.js'
 import { runScript } from './redis-scripts.js'
 
 // Liveness comes from the instances set that every instance reports to (scores are expiry

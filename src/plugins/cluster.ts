@@ -1,5 +1,5 @@
 import type { Bus, BusEvent, BusStatus } from '../bus/bus.js'
-import { type BusLogger, REDIS_UNAVAILABLE } from '../bus/redis-bus.js'
+import { type BusLogger, REDIS_UNAVAILABLE } from '../bus/redis-client.js'
 import type { RedisConnections } from '../bus/redis-connections.js'
 import type { RedisControl } from '../bus/redis-control.js'
 import type { RedisHistory } from '../bus/redis-history.js'
